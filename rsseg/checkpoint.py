@@ -1,0 +1,170 @@
+"""Self-describing checkpoints.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists, so it
+loads with ``torch.load(path, weights_only=True)``: no pickled modules, no code
+runs on load. Layout (``format_version`` 1)::
+
+    {
+      "format": "rsseg-checkpoint", "format_version": 1,
+      "model": {"name": "bafnet", "config": {"in_channels": 4, "num_classes": 6, ...}},
+      "classes": {"names": [...], "colours": [[r, g, b], ...]},
+      "bands": {"names": ["IR", "R", "G", "DSM"], "mean": [...], "std": [...]},
+      "tile": {"size": 512, "overlap": 128},
+      "note": "trained on synthetic scenes",   # shown to users, may be empty
+      "training": {...},                       # optional: epoch, metrics, settings
+      "state_dict": {...},
+    }
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .classes import ISPRS, ClassScheme
+from .errors import ModelError
+
+FORMAT = "rsseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Normalization:
+    """Per-band ``(x - mean) / std`` applied to the bands in ``names`` order."""
+
+    names: list[str]
+    mean: list[float]
+    std: list[float]
+
+    def __post_init__(self):
+        if not (len(self.names) == len(self.mean) == len(self.std)):
+            raise ValueError("band names, means and stds must have the same length")
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.names)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) or (C, H, W) array -> float32 normalised."""
+        mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
+        return ((x.astype(np.float32, copy=False) - mean) / std).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "mean": [float(v) for v in self.mean],
+                "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(list(d["names"]), [float(v) for v in d["mean"]], [float(v) for v in d["std"]])
+
+
+@dataclass
+class Checkpoint:
+    model_name: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    classes: ClassScheme = ISPRS
+    bands: Normalization | None = None
+    tile: dict[str, int] = field(default_factory=lambda: {"size": 512, "overlap": 128})
+    note: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.model_config["in_channels"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model_config["num_classes"])
+
+    def build_model(self) -> torch.nn.Module:
+        """Instantiate the network and load the weights (eval mode, float32)."""
+        from rsseg.models import create_model
+
+        cfg = dict(self.model_config)
+        try:
+            model = create_model(self.model_name, **cfg)
+        except KeyError as exc:
+            raise ModelError(str(exc.args[0])) from None
+        state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelError(f"weights do not fit {self.model_name}: {first}") from None
+        return model.eval()
+
+    def to_dict(self, half: bool = False) -> dict:
+        sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+              for k, v in self.state_dict.items()}
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "model": {"name": self.model_name, "config": dict(self.model_config)},
+            "classes": self.classes.to_dict(),
+            "bands": None if self.bands is None else self.bands.to_dict(),
+            "tile": dict(self.tile), "note": self.note, "training": dict(self.training),
+            "state_dict": sd,
+        }
+
+    def save(self, path: str | os.PathLike, half: bool = False) -> None:
+        """Write atomically (temporary name, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.part")
+        try:
+            torch.save(self.to_dict(half=half), tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, classes: ClassScheme = ISPRS,
+                   bands: Normalization | None = None, **kw) -> "Checkpoint":
+        cfg = dict(getattr(model, "rsseg_config", {}))
+        if "name" not in cfg:
+            raise ValueError("model was not built by rsseg.models.create_model")
+        name = cfg.pop("name")
+        return cls(name, cfg, model.state_dict(), classes=classes, bands=bands, **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "checkpoint") -> "Checkpoint":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ModelError("not an rsseg checkpoint", source)
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelError(f"checkpoint format {d['format_version']} is newer than this rsseg "
+                             f"understands ({FORMAT_VERSION}); upgrade rsseg", source)
+        try:
+            return cls(
+                model_name=d["model"]["name"], model_config=dict(d["model"]["config"]),
+                state_dict=d["state_dict"], classes=ClassScheme.from_dict(d["classes"]),
+                bands=None if d.get("bands") is None else Normalization.from_dict(d["bands"]),
+                tile=dict(d.get("tile") or {}), note=d.get("note", ""),
+                training=dict(d.get("training") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"checkpoint is incomplete ({exc})", source) from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load safely with ``weights_only=True``; anything else is refused with a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError("weights file not found", path)
+    if path.is_dir():
+        raise ModelError("weights path is a directory, not a checkpoint file", path)
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses pickles that reference arbitrary code/classes.
+        raise ModelError("refused: not a plain rsseg checkpoint (it would need to run code "
+                         f"to load: {str(exc).splitlines()[0][:120]})", path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        raise ModelError(f"not a checkpoint file ({type(exc).__name__})", path) from None
+    return Checkpoint.from_dict(d, source=str(path))

@@ -1,0 +1,135 @@
+"""The ``rsseg`` command line: a thin shell over the library.
+
+One module per command (``rsseg/cli/<command>.py``), shared options in
+:mod:`rsseg.cli.options`. Commands are imported lazily so ``rsseg --help``
+and ``rsseg --version`` do not pay for importing torch.
+
+Error contract: a :class:`rsseg.errors.RssegError` (or an I/O error) becomes one
+line on stderr and exit status 1; usage errors exit 2; Ctrl-C / SIGTERM exit
+130 / 143. A traceback is printed only with ``--debug`` (or ``RSSEG_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+
+import click
+
+from .. import __version__
+
+# command name -> "module:function". A command whose module is absent is not listed.
+COMMANDS = {
+    "synth": "rsseg.cli.synth:synth",
+    "predict": "rsseg.cli.predict:predict",
+    "models": "rsseg.cli.models:models",
+    "export": "rsseg.cli.export:export",
+    "vectorize": "rsseg.cli.vectorize:vectorize",
+    "score": "rsseg.cli.score:score",
+    "train": "rsseg.cli.train:train",
+    "batch": "rsseg.cli.batch:batch",
+    "demo": "rsseg.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name, target in COMMANDS.items()
+                if importlib.util.find_spec(target.split(":")[0]) is not None]
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        if importlib.util.find_spec(module) is None:
+            return None
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="rsseg")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              help="Show full tracebacks on errors.")
+def cli():
+    """rsseg: land-cover maps from huge georeferenced orthophotos."""
+
+
+class Interrupted(BaseException):
+    """Raised from the SIGTERM handler so that cleanup (temporary outputs) runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+def _debug_requested(argv) -> bool:
+    return "--debug" in argv or os.environ.get("RSSEG_DEBUG", "") not in ("", "0")
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    if debug:
+        os.environ["RSSEG_DEBUG"] = "1"
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use)
+        pass
+    sys.exit(run(argv, debug))
+
+
+def run(argv, debug: bool = False) -> int:
+    """Run the CLI and map every failure to an exit status and one stderr line."""
+    from ..errors import RssegError
+
+    try:
+        rv = cli.main(args=argv, prog_name="rsseg", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted", debug)
+        return 130
+    except Interrupted:
+        _fail("terminated", debug)
+        return 143
+    except RssegError as exc:
+        _fail(f"error: {exc}", debug)
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _fail(f"error: {where}{exc.strerror or exc}", debug)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        msg = _rasterio_message(exc)
+        if msg is not None:
+            _fail(f"error: {msg}", debug)
+            return 1
+        _fail(f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with --debug for a traceback)", debug)
+        return 1
+
+
+def _rasterio_message(exc: Exception) -> str | None:
+    mod = type(exc).__module__ or ""
+    if mod.startswith(("rasterio", "pyogrio", "fiona")):
+        return _one_line(exc)
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _fail(message: str, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"rsseg: {message}", err=True)

@@ -1,0 +1,41 @@
+"""Options shared by several commands (one definition, one help text)."""
+
+from __future__ import annotations
+
+import click
+
+
+def _flag(*names, **kw):
+    return click.option(*names, **kw)
+
+
+debug_option = click.option("--debug", is_flag=True, expose_value=False,
+                            help="Show full tracebacks on errors.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
+                               help="Show a progress bar on stderr.")
+progress_json_option = click.option(
+    "--progress-json", is_flag=True,
+    help="Write progress as JSON lines on stdout (for programs such as the QGIS plugin).")
+seed_option = click.option("--seed", type=int, default=0, show_default=True,
+                           help="Random seed.")
+
+
+def common_options(f):
+    """--overwrite, --progress/--no-progress, --progress-json, --debug."""
+    for opt in (debug_option, progress_json_option, progress_option, overwrite_option):
+        f = opt(f)
+    return f
+
+
+def parse_bands(ctx, param, value):
+    """'1,2,3' -> [1, 2, 3]; 1-based, repeats allowed (1,1,1 feeds a pan image to RGB)."""
+    if value is None or value == "":
+        return None
+    try:
+        bands = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated 1-based band numbers, e.g. 1,2,3")
+    if not bands or any(b < 1 for b in bands):
+        raise click.BadParameter("band numbers start at 1")
+    return bands
