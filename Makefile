@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	sh tests/qgis/run.sh
+
+# The QGIS plugin's tests alone (system Python with PyQGIS; see tests/qgis/run.sh).
+test-qgis: $(STAMP)
+	sh tests/qgis/run.sh
 
 qgis-plugin:
 	$(PYTHON) scripts/build_qgis_plugin.py

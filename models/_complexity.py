@@ -12,10 +12,15 @@ def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
 
 @torch.no_grad()
 def count_macs(model: torch.nn.Module, input_shape: tuple[int, ...] = (1, 3, 512, 512)) -> int:
-    """Multiply-accumulates of one eval-mode forward pass (conv and matmul layers)."""
+    """Multiply-accumulates of one eval-mode forward pass (conv and matmul layers).
+
+    The input is created on the model's device, so a model built under
+    ``torch.device("meta")`` is counted from shapes alone, without computing.
+    """
     was_training = model.training
     model.eval()
-    x = torch.zeros(input_shape)
+    first = next(model.parameters(), None)
+    x = torch.zeros(input_shape, device=None if first is None else first.device)
     counter = FlopCounterMode(display=False)
     with counter:
         model(x)

@@ -18,8 +18,6 @@ import sys
 import time
 from typing import Literal
 
-from tqdm.auto import tqdm
-
 Mode = Literal["bar", "json", "off"]
 
 
@@ -40,6 +38,8 @@ class Progress:
         self._stream = stream or sys.stdout
         self._bar = None
         if mode == "bar":
+            from tqdm.auto import tqdm  # imported here: costs ~0.1 s at start-up
+
             if mpx_per_unit:
                 self._bar = tqdm(total=self.total * mpx_per_unit, desc=task, unit="Mpx",
                                  unit_scale=False, dynamic_ncols=True, file=sys.stderr,

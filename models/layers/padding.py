@@ -15,7 +15,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tu
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
+    # Under tracing (ONNX export) always pad, by zero if need be: a skipped pad would be
+    # frozen into the graph and break every input size that is not a multiple.
+    if ph or pw or torch.jit.is_tracing():
         if mode == "reflect" and (ph >= h or pw >= w):
             mode = "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)

@@ -1,0 +1,105 @@
+"""rsseg:predict - segment an orthophoto into a land-cover class raster (and polygons)."""
+
+from qgis.core import (QgsProcessing, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination)
+
+from ..settings import available_models
+from .base import RssegAlgorithm
+
+# Passed through as --weights: rsseg initialises the network randomly (tests, timing).
+RANDOM_WEIGHTS = "random"
+
+
+class PredictAlgorithm(RssegAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    WEIGHTS = "WEIGHTS"
+    DSM = "DSM"
+    TILE = "TILE"
+    OVERLAP = "OVERLAP"
+    OUTPUT = "OUTPUT"
+    VECTOR_OUTPUT = "VECTOR_OUTPUT"
+
+    def name(self):
+        return "predict"
+
+    def displayName(self):  # noqa: N802
+        return self.tr("Segment orthophoto")
+
+    def shortHelpString(self):  # noqa: N802
+        return self.tr(
+            "Segments a georeferenced orthophoto into land-cover classes with an rsseg "
+            "network, tile by tile with blended overlaps, and writes a class raster "
+            "(Cloud Optimized GeoTIFF with the class colours), optionally also the class "
+            "polygons (GeoPackage).\n\n"
+            "Weights: leave empty for the weights bundled with rsseg, choose a checkpoint "
+            "file, or type 'random' for an untrained network (testing only).\n"
+            "Tile and overlap are in pixels; larger tiles are faster but use more memory.\n\n"
+            "Runs the rsseg program configured in Processing > Options > Providers > rsseg.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.INPUT, self.tr("Orthophoto")))
+        models = list(available_models())
+        default = "bafnet" if "bafnet" in models else models[0]  # rsseg's own default
+        model = QgsProcessingParameterEnum(self.MODEL, self.tr("Model"), options=models,
+                                           defaultValue=default)
+        model.setUsesStaticStrings(True)  # store names, not indexes: lists may change
+        self.addParameter(model)
+        self.addParameter(QgsProcessingParameterFile(
+            self.WEIGHTS, self.tr("Weights (empty: bundled weights)"),
+            behavior=QgsProcessingParameterFile.File,
+            # "(*)", not "(*.*)": QGIS then accepts names without an extension ("random").
+            fileFilter="Checkpoints (*.pt *.pth *.ckpt *.onnx);;All files (*)",
+            optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.DSM, self.tr("Digital surface model (for models that use one)"),
+            optional=True))
+        # Unset: rsseg uses the checkpoint's training tile (else 512) and tile/4 overlap.
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE, self.tr("Tile size (pixels; empty: the checkpoint's)"),
+            QgsProcessingParameterNumber.Integer, minValue=16, maxValue=16384, optional=True))
+        overlap = QgsProcessingParameterNumber(
+            self.OVERLAP, self.tr("Tile overlap (pixels; empty: a quarter of the tile)"),
+            QgsProcessingParameterNumber.Integer, minValue=0, maxValue=8192, optional=True)
+        overlap.setFlags(overlap.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(overlap)
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT, self.tr("Land-cover classes")))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.VECTOR_OUTPUT, self.tr("Land-cover polygons"),
+            type=QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        tile = self.optional_int(parameters, self.TILE, context)
+        overlap = self.optional_int(parameters, self.OVERLAP, context)
+        if tile is not None and overlap is not None and overlap >= tile:
+            return False, self.tr("Tile overlap must be smaller than the tile size.")
+        return True, ""
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        vector = self.parameterAsOutputLayer(parameters, self.VECTOR_OUTPUT, context)
+        args = [self.raster_path(parameters, self.INPUT, context),
+                "--model", self.parameterAsEnumString(parameters, self.MODEL, context),
+                "-o", output, "--overwrite"]
+        for name, option in ((self.TILE, "--tile"), (self.OVERLAP, "--overlap")):
+            value = self.optional_int(parameters, name, context)
+            if value is not None:
+                args += [option, value]
+        weights = self.parameterAsFile(parameters, self.WEIGHTS, context).strip()
+        if weights:
+            args += ["--weights", weights]
+        dsm = self.raster_path(parameters, self.DSM, context, optional=True)
+        if dsm:
+            args += ["--dsm", dsm]
+        if vector:
+            args += ["--vector", vector]
+        self.run_cli("predict", args, feedback)
+        uris = self.load_outputs_styled(context, raster=output, vectors=[vector] if vector else [])
+        return {self.OUTPUT: output, self.VECTOR_OUTPUT: uris[0] if uris else None}

@@ -1,0 +1,70 @@
+"""The Dask cluster a batch job runs on: a LocalCluster of processes, or an existing one.
+
+A local cluster runs ``workers`` processes with ``threads`` threads each (1 by
+default: on CPU one single-threaded torch per core scales better than one
+multi-threaded torch, and Dask sets ``OMP_NUM_THREADS=1`` in its worker
+processes anyway; the task then sets torch's thread count to the worker's).
+Worker processes exit on their own when the process that started them dies
+(Dask watches its parent), so a killed batch leaves no orphan computing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+
+@dataclass
+class ClusterInfo:
+    client: object
+    cluster: object | None  # None for an existing cluster (--scheduler): it is not ours to close
+    dashboard: str | None
+    workers: int
+    threads: int
+
+    def describe(self) -> str:
+        where = "local cluster" if self.cluster is not None else f"cluster at {self.client.scheduler.address}"
+        return (f"{where}: {self.workers} worker(s) x {self.threads} thread(s); dashboard: "
+                f"{self.dashboard or 'unavailable (pip install bokeh)'}")
+
+
+def start_cluster(workers: int = 2, threads: int = 1, scheduler: str | None = None,
+                  timeout: float = 60.0) -> ClusterInfo:
+    """Connect to ``scheduler`` or start a LocalCluster; returns the client and its dashboard."""
+    from distributed import Client, LocalCluster
+
+    from .errors import RssegError
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise RssegError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+        info = client.scheduler_info()
+        nthreads = [w.get("nthreads", 1) for w in info.get("workers", {}).values()]
+        return ClusterInfo(client, None, client.dashboard_link, len(nthreads),
+                           max(nthreads or [threads]))
+    has_dashboard = importlib.util.find_spec("bokeh") is not None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                           dashboard_address=":0" if has_dashboard else None,
+                           silence_logs=logging.ERROR, host="127.0.0.1")
+    try:
+        client = Client(cluster, timeout=timeout)
+    except BaseException:
+        cluster.close()
+        raise
+    return ClusterInfo(client, cluster, client.dashboard_link if has_dashboard else None,
+                       workers, threads)
+
+
+def stop_cluster(info: ClusterInfo | None) -> None:
+    """Close the client, and the cluster when we started it (never raises)."""
+    if info is None:
+        return
+    with contextlib.suppress(Exception):
+        info.client.close(timeout=10)
+    if info.cluster is not None:
+        with contextlib.suppress(Exception):
+            info.cluster.close(timeout=10)

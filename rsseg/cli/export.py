@@ -1,0 +1,58 @@
+"""``rsseg export``: a checkpoint as a self-describing ONNX model."""
+
+from __future__ import annotations
+
+import click
+
+from .options import common_options
+
+OPSET_RANGE = (11, 20)  # = rsseg.onnx_export.OPSETS (not imported: keeps --help fast)
+
+
+@click.command("export", short_help="Export a checkpoint to ONNX.")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.option("-o", "--output", required=True, help="ONNX file to write (e.g. model.onnx).")
+@click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=17, show_default=True,
+              help="ONNX opset version.")
+@click.option("--tile", type=click.IntRange(min=16), default=None,
+              help="Window size stored for predict (and the fixed input size if the network "
+                   "cannot take dynamic sizes). Default: the checkpoint's, else 512.")
+@common_options
+def export(checkpoint, output, opset, tile, overwrite, progress, progress_json):
+    """Export the network in CHECKPOINT (from `rsseg train`) to OUTPUT as ONNX.
+
+    The graph maps normalised (N, C, H, W) float32 images to class logits, with a
+    dynamic batch and, where the network allows, dynamic height and width. Its
+    metadata carries the model name and configuration, classes and colours, band
+    order, normalisation, tile size and overlap, so predict needs nothing else.
+    The export is checked against torch before the file is written.
+
+    \b
+    Examples:
+      rsseg export runs/x/best.pt -o model.onnx
+      rsseg predict scene.tif --backend onnx --weights model.onnx -o classes.tif
+    """
+    from ..onnx_export import export_checkpoint
+    from ..progress import Progress, progress_mode
+
+    mode = progress_mode(progress, progress_json)
+    with Progress(3, "export", mode, unit="step") as bar:
+        def step(message: str) -> None:
+            if message.startswith(("loaded", "exported")):
+                bar.update(1)
+            else:
+                bar.log(f"rsseg: {message}")
+
+        result = export_checkpoint(checkpoint, output, opset=opset, tile=tile,
+                                   overwrite=overwrite, on_step=step)
+        bar.update(bar.total - bar.done)
+        h, w = result.min_size
+        sizes = (f"dynamic batch, height and width (>= {h}x{w})" if result.dynamic_spatial
+                 else f"dynamic batch, fixed {h}x{w}")
+        summary = (f"rsseg: wrote {result.path}: {result.model_name}, opset {result.opset}, "
+                   f"{sizes}, tile {result.tile['size']} overlap {result.tile['overlap']}, "
+                   f"max |ONNX - torch| logit difference {result.max_abs_diff:.1e}")
+        if mode == "json":
+            bar.log(summary)
+        else:
+            click.echo(summary, err=True)

@@ -1,0 +1,28 @@
+"""``rsseg models``: list the segmentation networks (size, cost, bundled weights, paper)."""
+
+from __future__ import annotations
+
+import click
+
+from .options import debug_option
+
+
+@click.command("models")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list: name, params, macs_512, bundled_weights, paper, "
+                   "paper_figures, paper_config, stride.")
+@debug_option
+def models(names, as_json):
+    """List the available networks, or only NAMES.
+
+    Parameters and MACs (multiply-accumulates) are counted for 3 bands and 6
+    classes at 512x512; the paper's own figures refer to the configuration
+    printed with --json (usually 19 Cityscapes classes).
+    """
+    import json
+
+    from rsseg.model_info import describe_models, format_table
+
+    records = describe_models(list(names))
+    click.echo(json.dumps(records, indent=2) if as_json else format_table(records))

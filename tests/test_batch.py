@@ -1,0 +1,288 @@
+"""`rsseg batch` on a real LocalCluster (2 worker processes), real GeoTIFFs and GeoPackages.
+
+One batch run over a 2x2 mosaic plus a corrupt tile is shared by several tests
+(module fixture): each LocalCluster start costs seconds on a small machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from rsseg.batch_inputs import group_mosaics, open_tiles, resolve_inputs
+from rsseg.batch_manifest import Manifest
+from rsseg.batch_vrt import input_mosaic_vrt
+from rsseg.cli import run as rsseg_run
+from rsseg.pipeline import predict_scene
+from rsseg.synth import write_synthetic_scene
+
+torch.set_num_threads(1)
+T = 96  # tile side (pixels); windows of 64 with overlap 16 cross every tile border
+PX = 0.09
+X0, Y0 = 496000.0, 5420000.0
+MODEL = ["--model", "baff_skipnet", "--weights", "random", "--tile", "64", "--overlap", "16"]
+
+
+def rsseg(*args) -> int:
+    return rsseg_run([str(a) for a in args])
+
+
+def write_mosaic_tiles(folder: Path, rows: int = 2, cols: int = 2, size: int = T) -> list[Path]:
+    """Synthetic tiles whose origins make them abut: a rows x cols mosaic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in range(rows):
+        for c in range(cols):
+            path = folder / f"tile_{r}{c}.tif"
+            write_synthetic_scene(path, size, size, seed=10 + r * cols + c,
+                                  origin=(X0 + c * size * PX, Y0 - r * size * PX))
+            paths.append(path)
+    return paths
+
+
+def assemble(paths: list[Path], dst: Path) -> Path:
+    """The whole mosaic as one GeoTIFF (independent of the batch code's VRT)."""
+    with rasterio.open(paths[0]) as first:
+        profile = first.profile
+        left, top = first.transform.c, first.transform.f
+    tiles = []
+    for p in paths:
+        with rasterio.open(p) as ds:
+            col = round((ds.transform.c - left) / PX)
+            row = round((top - ds.transform.f) / PX)
+            tiles.append((row, col, ds.read()))
+    height = max(r + d.shape[1] for r, _, d in tiles)
+    width = max(c + d.shape[2] for _, c, d in tiles)
+    profile.update(width=width, height=height, tiled=False)
+    profile.pop("blockxsize", None)
+    profile.pop("blockysize", None)
+    with rasterio.open(dst, "w", **profile) as out:
+        for row, col, data in tiles:
+            out.write(data, window=((row, row + data.shape[1]), (col, col + data.shape[2])))
+    return dst
+
+
+def corrupt_tile(path: Path) -> Path:
+    """A GeoTIFF whose header opens but whose pixel data is garbage."""
+    write_synthetic_scene(path, T, T, seed=99, origin=(X0 + 5000.0, Y0))
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 3)
+        f.write(b"\xff" * (size // 3))
+    return path
+
+
+def read(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def load_manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def partial_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".part" in p.name)
+
+
+@pytest.fixture(scope="module")
+def mosaic_run(tmp_path_factory):
+    """One `rsseg batch --workers 2 --vector` over a 2x2 mosaic and a corrupt tile."""
+    root = tmp_path_factory.mktemp("batch")
+    tiles = write_mosaic_tiles(root / "city")
+    bad = corrupt_tile(root / "city" / "broken.tif")
+    reference = root / "reference.tif"
+    whole = assemble(tiles, root / "mosaic.tif")
+    assert rsseg("predict", whole, "-o", reference, "--no-progress", *MODEL) == 0
+    out = root / "out"
+    t0 = time.perf_counter()
+    status = rsseg("batch", root / "city" / "*.tif", "-o", out, "--workers", 2, "--vector",
+                   "--no-progress", *MODEL)
+    return dict(root=root, tiles=tiles, bad=bad, reference=reference, out=out, status=status,
+                seconds=time.perf_counter() - t0)
+
+
+def test_batch_tiles_equal_whole_mosaic_prediction(mosaic_run):
+    """No seams: every tile's class raster is the whole-mosaic prediction cut to the tile."""
+    ref = read(mosaic_run["reference"])
+    with rasterio.open(mosaic_run["reference"]) as ds:
+        left, top = ds.transform.c, ds.transform.f
+    for tile in mosaic_run["tiles"]:
+        out = mosaic_run["out"] / f"{tile.stem}.tif"
+        with rasterio.open(out) as got, rasterio.open(tile) as src:
+            assert got.crs == src.crs and got.transform.almost_equals(src.transform)
+            assert got.shape == src.shape
+            col = round((src.transform.c - left) / PX)
+            row = round((top - src.transform.f) / PX)
+            np.testing.assert_array_equal(got.read(1), ref[row:row + T, col:col + T])
+    # the class mosaic VRT reads back as the whole reference
+    np.testing.assert_array_equal(read(mosaic_run["out"] / "mosaic.vrt"), ref)
+
+
+def test_tiles_predicted_alone_would_show_seams(mosaic_run, tmp_path):
+    """The check above can fail: without neighbour context the border pixels change."""
+    from rsseg.inference import TorchPredictor, resolve_model
+
+    ref = read(mosaic_run["reference"])
+    resolved = resolve_model("baff_skipnet", "random", 4, seed=0)
+    predictor = TorchPredictor(resolved.model, "cpu", num_classes=6)
+    tile = mosaic_run["tiles"][0]  # top-left: its right and bottom edges are seams
+    predict_scene(tile, tmp_path / "alone.tif", predictor, None, tile=64, overlap=16)
+    assert (read(tmp_path / "alone.tif") != ref[:T, :T]).any()
+
+
+def test_failing_tile_is_reported_while_the_others_finish(mosaic_run):
+    out, bad = mosaic_run["out"], str(mosaic_run["bad"])
+    assert mosaic_run["status"] == 1  # a tile failed
+    tiles = load_manifest(out)["tiles"]
+    assert tiles[bad]["status"] == "failed"
+    assert tiles[bad]["attempts"] == 2  # retried once
+    assert bad in tiles[bad]["error"] and "Read failed" in tiles[bad]["error"]
+    assert not (out / "broken.tif").exists()
+    for tile in mosaic_run["tiles"]:
+        entry = tiles[str(tile)]
+        assert entry["status"] == "done" and entry["attempts"] == 1
+        assert (out / entry["outputs"]["classes"]).is_file()
+    assert partial_files(out) == []
+
+
+def test_workers_load_the_model_once_and_share_the_work(mosaic_run):
+    tiles = load_manifest(mosaic_run["out"])["tiles"]
+    done = [t for t in tiles.values() if t["status"] == "done"]
+    loads_by_pid: dict[int, int] = {}
+    for entry in done:
+        loads_by_pid[entry["pid"]] = max(loads_by_pid.get(entry["pid"], 0), entry["model_loads"])
+    assert len(loads_by_pid) <= 2 and os.getpid() not in loads_by_pid
+    assert set(loads_by_pid.values()) == {1}  # each worker built the network once
+    assert all(t["threads"] == 1 for t in done)
+
+
+def test_merged_geopackage_dissolves_polygons_across_tile_borders(mosaic_run):
+    import geopandas as gpd
+
+    out = mosaic_run["out"]
+    merged = gpd.read_file(out / "mosaic.gpkg", layer="classes")
+    tile = gpd.read_file(out / "tile_00.gpkg", layer="classes")
+    border_x = X0 + T * PX
+    assert len(merged) and merged.crs == tile.crs
+    bounds = merged.geometry.bounds
+    crossing = (bounds.minx < border_x - PX / 2) & (bounds.maxx > border_x + PX / 2)
+    assert crossing.any()  # some polygons run across the tile border, in one piece
+    # every class pixel of the mosaic is covered: the area equals the mosaic's valid area
+    valid = (read(mosaic_run["reference"]) != 255).sum() * PX * PX
+    assert merged.geometry.area.sum() == pytest.approx(valid, rel=1e-6)
+    assert tile.geometry.bounds.maxx.max() <= border_x + 1e-6  # per-tile layers stop at the tile
+
+
+def test_existing_outputs_need_resume_or_overwrite(mosaic_run):
+    out = mosaic_run["out"]
+    before = load_manifest(out)
+    assert rsseg("batch", mosaic_run["root"] / "city" / "tile_*.tif", "-o", out,
+                 "--no-progress", *MODEL) == 1  # outputs exist: refused, nothing touched
+    assert load_manifest(out) == before
+
+
+def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    tiles = [str(t) for t in mosaic_run["tiles"]]
+    listing = tmp_path / "tiles.txt"
+    listing.write_text("# city tiles\n" + "\n".join(os.path.relpath(t, tmp_path) for t in tiles))
+    assert resolve_inputs(str(listing)) == tiles
+    mosaic = group_mosaics(open_tiles(tiles))
+    assert len(mosaic) == 1 and (mosaic[0].width, mosaic[0].height) == (2 * T, 2 * T)
+    vrt = input_mosaic_vrt(tmp_path / "city.vrt", mosaic[0])
+    assert resolve_inputs(str(vrt)) == tiles
+    np.testing.assert_array_equal(rasterio.open(vrt).read(),
+                                  rasterio.open(assemble(mosaic_run["tiles"],
+                                                         tmp_path / "m.tif")).read())
+    index = gpd.GeoDataFrame({"location": tiles}, geometry=[box(0, 0, 1, 1)] * 4,
+                             crs="EPSG:32632")
+    index.to_file(tmp_path / "index.gpkg")
+    assert resolve_inputs(str(tmp_path / "index.gpkg")) == tiles
+
+
+def test_manifest_checksum_follows_inputs_and_settings(mosaic_run, tmp_path):
+    out = mosaic_run["out"]
+    data = load_manifest(out)
+    manifest = Manifest.load(out, data["settings"])
+    key = str(mosaic_run["tiles"][0])
+    checksum = data["tiles"][key]["checksum"]
+    assert manifest.is_done(key, checksum, out)
+    assert not manifest.is_done(key, "0" * 64, out)
+    # the tile's neighbours are part of its inputs (their pixels are its context)
+    assert set(data["tiles"][key]["inputs"]) == {str(t) for t in mosaic_run["tiles"]}
+
+
+def test_sigkill_then_resume_finishes_without_recomputing(mosaic_run, tmp_path):
+    """Kill the batch process mid-run; --resume completes it; outputs equal an uninterrupted run."""
+    import psutil
+
+    city = tmp_path / "city"
+    tiles = write_mosaic_tiles(city)
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", "from rsseg.cli import main; main()", "batch", str(city / "*.tif"), "-o", str(out),
+            "--workers", "2", "--no-progress", *MODEL]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done_at_kill, children = {}, []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True) or children
+            tiles_now = load_manifest(out)["tiles"]
+        except (OSError, ValueError, KeyError, psutil.Error):
+            tiles_now = {}
+        if tiles_now:
+            proc.send_signal(signal.SIGKILL)
+            done_at_kill = tiles_now
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert done_at_kill, "the batch finished no tile before the deadline"
+    assert len(done_at_kill) < len(tiles), "every tile finished before the kill"
+    # Dask's worker processes exit with their parent
+    psutil.wait_procs(children, timeout=30)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    # whatever sits at a final path is complete: it equals the uninterrupted run
+    for tile in tiles:
+        final = out / f"{tile.stem}.tif"
+        if final.exists():
+            np.testing.assert_array_equal(read(final), read(mosaic_run["out"] / final.name))
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 2, "--resume",
+                 "--no-progress", *MODEL) == 0
+    after = load_manifest(out)
+    assert len(after["runs"]) == 2
+    first_run, second_run = after["runs"][0]["id"], after["runs"][1]["id"]
+    for key, entry in after["tiles"].items():
+        assert entry["status"] == "done"
+        if key in done_at_kill:  # finished before the kill: kept, not recomputed
+            assert entry["run_id"] == first_run
+            assert entry["finished"] == done_at_kill[key]["finished"]
+        else:
+            assert entry["run_id"] == second_run
+    for tile in tiles:
+        np.testing.assert_array_equal(read(out / f"{tile.stem}.tif"),
+                                      read(mosaic_run["out"] / f"{tile.stem}.tif"))
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))
+    assert partial_files(out) == []
+
+
+def test_bad_arguments_are_usage_errors_and_bad_inputs_one_line(tmp_path, capsys):
+    assert rsseg("batch", tmp_path / "none-*.tif", "-o", tmp_path / "o", "--no-progress",
+                 *MODEL) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matches no file" in err[0]
+    assert rsseg("batch", "x.tif", "-o", tmp_path / "o", "--resume", "--overwrite") == 2
+    assert rsseg("batch", "x.tif", "-o", tmp_path / "o", "--simplify", "1") == 2
