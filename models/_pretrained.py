@@ -47,8 +47,9 @@ def load_renamed(module: nn.Module, checkpoint: Mapping, rename: Callable[[str],
 
     ``input_conv`` names the module's first conv weight, adapted to its band count.
     Returns ``(missing_keys, unexpected_keys)`` in the module's and the checkpoint's
-    names; keys whose shape does not fit count as unexpected. Nothing is loaded
-    when no key matches, so a wrong file cannot pass silently as "partly loaded".
+    names; keys whose shape does not fit count as unexpected. Raises ValueError
+    when not a single key fits (a checkpoint of another network or layout), so
+    a wrong file cannot pass silently as "loaded".
     """
     own = module.state_dict()
     mapped: dict[str, torch.Tensor] = {}
@@ -61,7 +62,8 @@ def load_renamed(module: nn.Module, checkpoint: Mapping, rename: Callable[[str],
             unexpected.append(key)
             continue
         mapped[ours] = value.to(own[ours].dtype)
-    missing = sorted(set(own) - set(mapped))
-    if mapped:
-        module.load_state_dict(mapped, strict=False)
-    return missing, unexpected
+    if not mapped:
+        raise ValueError(f"none of the checkpoint's {len(unexpected)} tensors fit this encoder "
+                         f"(first: {', '.join(unexpected[:3]) or 'none'}); is it the official layout?")
+    module.load_state_dict(mapped, strict=False)
+    return sorted(set(own) - set(mapped)), unexpected

@@ -7,7 +7,9 @@ the path the user asked for.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -52,12 +54,19 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
     tmp = temporary_sibling(final, suffix)
     try:
         yield tmp
-        if not tmp.exists():
-            raise OutputError("writer produced no file", final)
+        _check_complete(tmp, final)
         os.replace(tmp, final)
-    except OSError as exc:
+    except OutputError:
         _cleanup(tmp)
-        raise OutputError(f"cannot write output: {exc.strerror or exc}", final) from exc
+        raise
+    except Exception as exc:
+        _cleanup(tmp)
+        # Whatever failed (GDAL, SQLite, torch.save), a full disk is the cause to report.
+        if _disk_full(final.parent, exc):
+            raise OutputError(DISK_FULL, final) from exc
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write output: {exc.strerror or exc}", final) from exc
+        raise
     except BaseException:
         _cleanup(tmp)
         raise
@@ -65,6 +74,49 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
         for side in (".aux.xml", ".ovr", "-journal", "-wal", "-shm"):
             with contextlib.suppress(OSError):
                 Path(str(tmp) + side).unlink()
+
+
+DISK_FULL = "no space left on device (disk full); free some space and run again"
+_RASTER_SUFFIXES = (".tif", ".tiff")
+
+
+def _check_complete(tmp: Path, final: Path) -> None:
+    """Refuse to publish a file the writer could not finish.
+
+    GDAL reports some write failures (a full disk while flushing a GeoTIFF) only
+    through its error log and still closes the file, so success of the writer
+    is not enough: a file system left without a free block, or a GeoTIFF that
+    GDAL cannot open again, means the output is incomplete.
+    """
+    if not tmp.exists():
+        raise OutputError("writer produced no file", final)
+    if _disk_full(final.parent):
+        raise OutputError(DISK_FULL, final)
+    if final.suffix.lower() in _RASTER_SUFFIXES and "rasterio" in sys.modules:
+        import rasterio
+
+        try:
+            with rasterio.open(tmp):
+                pass
+        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable output
+            raise OutputError("the written raster cannot be read back (incomplete write: "
+                              f"{' '.join(str(exc).split())[:160]})", final) from exc
+
+
+def _disk_full(directory: Path, exc: BaseException | None = None) -> bool:
+    """True when ``exc`` (or its cause) is ENOSPC, or ``directory`` has no free block left."""
+    for _ in range(8):  # the exception and its causes
+        if exc is None:
+            break
+        if getattr(exc, "errno", None) == errno.ENOSPC or any(
+                text in str(exc).lower() for text in ("no space left", "disk is full")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return False
+    return fs.f_blocks > 0 and fs.f_bavail == 0
 
 
 def _cleanup(tmp: Path) -> None:

@@ -88,58 +88,81 @@ class _Planned:
 
 def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     """Run a batch job; returns what was done, skipped and what failed (and why)."""
+    from .batch_cluster import ClusterStarter
+
     t0 = time.perf_counter()
-    out = _prepare_out_dir(out_dir)
+    out = _check_out_dir(out_dir)
+    summary = BatchSummary(run_id=uuid.uuid4().hex[:12])
+    timings: dict[str, float] = {}
     tiles = open_tiles(resolve_inputs(inputs))
     _check_names(tiles, out)
+    _check_existing(tiles, out, options)
+    stems = {t.stem for t in tiles} | RESERVED
     mosaics = group_mosaics(tiles)
     resolved, settings = _settings(tiles, options)
+    _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
     plans = _plan(tiles, mosaics, out, options, resolved, settings)
     manifest = Manifest.load(out, settings)
-    _check_existing(manifest, plans, out, options)
-    summary = BatchSummary(run_id=uuid.uuid4().hex[:12])
     todo = [p for p in plans
             if options.overwrite or not manifest.is_done(p.tile.path, p.checksum, out)]
     queued = {id(p) for p in todo}
     summary.skipped = [p.tile.path for p in plans if id(p) not in queued]
-    remove_partials(out, {p.tile.stem for p in plans} | RESERVED)
-    for mosaic in mosaics:
-        if len(mosaic.tiles) > 1:
-            from .batch_vrt import input_mosaic_vrt
-
-            input_mosaic_vrt(_input_vrt(out, mosaic.index), mosaic)
-    manifest.start_run({"id": summary.run_id, "started": now(), "pid": os.getpid(),
-                        "workers": options.workers, "threads": options.threads,
-                        "scheduler": options.scheduler or "local", "tiles": len(todo)})
-    vector_opts = _vector_options(options)
-    total = len(todo) + (1 if options.vector else 0)
-    with Progress(total, "batch", options.progress, unit="tile") as bar:
-        cluster = None
-        try:
+    # Workers start (and import torch) on a thread while the driver prepares the run.
+    starter = ClusterStarter(options.workers, options.threads, options.scheduler) if todo else None
+    try:
+        remove_partials(out, stems)
+        _write_input_vrts(mosaics, out)
+        run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
+               "workers": options.workers, "threads": options.threads,
+               "scheduler": options.scheduler or "local", "tiles": len(todo),
+               "timings": timings}
+        manifest.start_run(run)
+        timings["plan"] = round(time.perf_counter() - t0, 3)
+        total = len(todo) + (1 if options.vector else 0)
+        with Progress(total, "batch", options.progress, unit="tile") as bar:
+            cluster = None
             if todo:
-                from .batch_cluster import start_cluster
-
-                cluster = start_cluster(options.workers, options.threads, options.scheduler)
+                cluster = starter.get()
+                timings["cluster_ready"] = round(time.perf_counter() - t0, 3)
                 bar.log(f"rsseg: {cluster.describe()}")
                 _run_tiles(cluster.client, todo, manifest, summary, bar, out)
-            _write_mosaics(plans, manifest, summary, out, options, vector_opts, cluster, bar)
-        finally:
-            from .batch_cluster import stop_cluster
-
-            stop_cluster(cluster)
-            remove_partials(out, {p.tile.stem for p in plans} | RESERVED)
+                timings["tiles_done"] = round(time.perf_counter() - t0, 3)
+            _write_mosaics(plans, manifest, summary, out, options, cluster, bar)
+            timings["mosaics_done"] = round(time.perf_counter() - t0, 3)
+    finally:
+        if starter is not None:
+            starter.stop()
+        remove_partials(out, stems)
     summary.seconds = time.perf_counter() - t0
+    timings["closed"] = round(summary.seconds, 3)
+    manifest.save()
     return summary
+
+
+def _write_input_vrts(mosaics, out: Path) -> None:
+    from .batch_vrt import input_mosaic_vrt
+
+    for mosaic in mosaics:
+        if len(mosaic.tiles) > 1:
+            input_mosaic_vrt(_input_vrt(out, mosaic.index), mosaic)
 
 
 # ---- planning -------------------------------------------------------------------------------
 
-def _prepare_out_dir(out_dir) -> Path:
+def _check_out_dir(out_dir) -> Path:
+    """Checks that create nothing (the directory is made once the inputs are known good)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError("output must be a directory", out)
     if not out.parent.is_dir():
         raise OutputError(f"output directory {out.parent} does not exist", out)
+    if not os.access(out if out.exists() else out.parent, os.W_OK):
+        raise OutputError("output directory is not writable", out)
+    return out
+
+
+def _prepare_out_dir(out_dir) -> Path:
+    out = _check_out_dir(out_dir)
     out.mkdir(exist_ok=True)
     (out / INTERNAL_DIR).mkdir(exist_ok=True)
     if not os.access(out, os.W_OK):
@@ -244,14 +267,17 @@ def _safe_fingerprint(path: str) -> str:
         return "missing"
 
 
-def _check_existing(manifest: Manifest, plans, out: Path, options: BatchOptions) -> None:
+def _check_existing(tiles: list[Tile], out: Path, options: BatchOptions) -> None:
+    """Without --resume or --overwrite, an output directory holding a batch is refused."""
     if options.resume or options.overwrite:
         return
-    existing = [out / rel for p in plans for rel in p.outputs.values() if (out / rel).exists()]
-    if manifest.exists or existing:
-        what = manifest.path if manifest.exists else existing[0]
+    from .batch_manifest import NAME
+
+    candidates = [out / NAME] + [out / f"{t.stem}.{ext}" for t in tiles for ext in ("tif", "gpkg")]
+    existing = [p for p in candidates if p.exists()]
+    if existing:
         raise OutputError("the output directory already holds a batch; pass --resume to finish "
-                          "it or --overwrite to redo it", what)
+                          "it or --overwrite to redo it", existing[0])
 
 
 def remove_partials(out: Path, stems: set[str]) -> list[Path]:
@@ -350,8 +376,9 @@ def _done_entry(plan: _Planned, result: dict, attempts: int, run_id: str) -> dic
 # ---- mosaics ---------------------------------------------------------------------------------
 
 def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
-                   options: BatchOptions, vector_opts: dict, cluster, bar) -> None:
+                   options: BatchOptions, cluster, bar) -> None:
     """``mosaic.vrt`` over every finished class raster, and the merged GeoPackage."""
+    vector_opts = _vector_options(options)
     done = [p for p in plans if manifest.is_done(p.tile.path, p.checksum, out)]
     if not done:
         return

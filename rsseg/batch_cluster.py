@@ -49,7 +49,8 @@ def start_cluster(workers: int = 2, threads: int = 1, scheduler: str | None = No
     has_dashboard = importlib.util.find_spec("bokeh") is not None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                            dashboard_address=":0" if has_dashboard else None,
-                           silence_logs=logging.ERROR, host="127.0.0.1")
+                           silence_logs=logging.ERROR, host="127.0.0.1",
+                           preload=["rsseg.batch_preload"])
     try:
         client = Client(cluster, timeout=timeout)
     except BaseException:
@@ -68,3 +69,43 @@ def stop_cluster(info: ClusterInfo | None) -> None:
     if info.cluster is not None:
         with contextlib.suppress(Exception):
             info.cluster.close(timeout=10)
+
+
+class ClusterStarter:
+    """Start (or connect to) the cluster on a thread while the driver plans the job.
+
+    Worker processes spawn and import torch meanwhile, so the start-up overlaps
+    the driver's own work. :meth:`get` waits for it; :meth:`stop` closes whatever
+    was started (also when planning failed or there turned out to be nothing to do).
+    """
+
+    def __init__(self, workers: int, threads: int, scheduler: str | None):
+        import threading
+
+        self.info: ClusterInfo | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._start, args=(workers, threads, scheduler),
+                                        name="rsseg-cluster-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, workers, threads, scheduler) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            self.info = start_cluster(workers, threads, scheduler)
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver by get()
+            self.error = exc
+        self.seconds = time.perf_counter() - t0
+
+    def get(self) -> ClusterInfo:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.info
+
+    def stop(self) -> None:
+        self._thread.join()
+        stop_cluster(self.info)
+        self.info = None

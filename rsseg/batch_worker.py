@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 _MODEL_CACHE: dict = {}
 _MODEL_LOADS = {"count": 0}
 _CACHE_LOCK = threading.Lock()
+# A worker with T threads runs one tile at a time with T torch threads: T tiles at
+# once, each with T threads, would put T*T threads on T cores.
+_TILE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ def run_tile(job: TileJob) -> dict:
     from .errors import RssegError
 
     try:
-        return _predict_tile(job)
+        with _TILE_LOCK:
+            return _predict_tile(job)
     except RssegError as exc:
         if exc.path == job.key:
             kind, message = type(exc), str(exc)

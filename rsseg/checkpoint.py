@@ -75,6 +75,7 @@ class Checkpoint:
     tile: dict[str, int] = field(default_factory=lambda: {"size": 512, "overlap": 128})
     note: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file it came from, for messages
 
     @property
     def in_channels(self) -> int:
@@ -92,13 +93,13 @@ class Checkpoint:
         try:
             model = create_model(self.model_name, **cfg)
         except KeyError as exc:
-            raise ModelError(str(exc.args[0])) from None
+            raise ModelError(str(exc.args[0]), self.source or None) from None
         state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelError(f"weights do not fit {self.model_name}: {first}") from None
+            raise ModelError(f"weights do not fit {self.model_name}: {_first_problem(exc)}",
+                             self.source or None) from None
         return model.eval()
 
     def to_dict(self, half: bool = False) -> dict:
@@ -141,15 +142,27 @@ class Checkpoint:
             raise ModelError(f"checkpoint format {d['format_version']} is newer than this rsseg "
                              f"understands ({FORMAT_VERSION}); upgrade rsseg", source)
         try:
-            return cls(
+            ckpt = cls(
                 model_name=d["model"]["name"], model_config=dict(d["model"]["config"]),
                 state_dict=d["state_dict"], classes=ClassScheme.from_dict(d["classes"]),
                 bands=None if d.get("bands") is None else Normalization.from_dict(d["bands"]),
                 tile=dict(d.get("tile") or {}), note=d.get("note", ""),
-                training=dict(d.get("training") or {}),
+                training=dict(d.get("training") or {}), source=source,
             )
+            num_classes = ckpt.num_classes
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"checkpoint is incomplete ({exc})", source) from None
+        if num_classes != ckpt.classes.num_classes:
+            raise ModelError(f"checkpoint is inconsistent: the network predicts {num_classes} "
+                             f"classes but its class list names {ckpt.classes.num_classes}",
+                             source)
+        return ckpt
+
+
+def _first_problem(exc: RuntimeError) -> str:
+    """The first specific line of torch's load_state_dict message (size mismatch, missing key)."""
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0])[:200]
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

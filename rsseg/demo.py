@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .classes import NODATA, ClassScheme
-from .errors import OutputError
+from .errors import ModelError, OutputError
 
 DEMO_SEED = 7  # not among the seeds the bundled weights were trained or validated on
 QUICKLOOK_PX = 600  # longest side of each quicklook panel
@@ -46,6 +46,7 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
     ``weights`` None uses the weights bundled for ``model``. Returns a summary
     with the paths, the score report and the checkpoint note.
     """
+    _check_model(model, weights)  # a bad name or checkpoint fails before anything is written
     files = _prepare_dir(Path(out_dir))
     from .synth import write_synthetic_scene
 
@@ -68,6 +69,20 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
     return {"files": {k: str(v) for k, v in vars(files).items()}, "report": report,
             "table": format_table(report), "features": vectors["features"],
             "weights": resolved.source, "note": resolved.note, "model": model}
+
+
+def _check_model(model: str, weights) -> None:
+    from .checkpoint import load_checkpoint
+    from .inference import check_model_name
+
+    check_model_name(model)
+    if weights is None:
+        from .bundled import bundled_weights
+
+        weights = bundled_weights(model)
+        if weights is None:
+            raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
+    load_checkpoint(weights)
 
 
 def _prepare_dir(out: Path) -> DemoFiles:

@@ -70,21 +70,23 @@ def trace_shape(stride: int) -> tuple[int, int]:
 
 def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | os.PathLike, *,
                       opset: int = DEFAULT_OPSET, tile: int | None = None,
-                      overwrite: bool = False, check: bool = True,
-                      on_step=None) -> ExportResult:
+                      overwrite: bool = False, check: bool = True, on_step=None,
+                      source: str | None = None) -> ExportResult:
     """Write the network of ``checkpoint`` (a path or a loaded checkpoint) as ONNX to ``output``.
 
     ``tile`` (default: the checkpoint's tile size, else 512) is stored as the
     predict tile; the overlap keeps the checkpoint's overlap/tile ratio. A graph
     whose dynamic sizes do not cover the tile is exported at the tile size.
     ``check=False`` skips comparing the graph with torch (and the fallback).
-    ``on_step(message)`` is called after each stage.
+    ``on_step(message)`` is called after each stage; ``source`` names the checkpoint
+    in messages when a loaded one is passed.
     """
     if not OPSETS[0] <= opset <= OPSETS[1]:
         raise ModelError(f"ONNX opset {opset} is not supported; choose {OPSETS[0]}..{OPSETS[1]}")
     check_output_path(output, overwrite)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    source = "checkpoint" if isinstance(checkpoint, Checkpoint) else str(checkpoint)
+    if source is None:
+        source = "checkpoint" if isinstance(checkpoint, Checkpoint) else str(checkpoint)
     tile_meta = _tile_settings(ckpt, tile)
     if tile_meta["size"] < 16:
         raise ModelError(f"tile size must be at least 16, got {tile_meta['size']}")

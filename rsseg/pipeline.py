@@ -96,7 +96,7 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
     if scene.transform is not None and (region[0] or region[1]):
         from affine import Affine
 
-        out_transform = scene.transform * Affine.translation(region[1], region[0])
+        out_transform = scene.transform @ Affine.translation(region[1], region[0])
     import rasterio
 
     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ opens coloured by class without any plugin. The same QML is also written as a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import sqlite3
@@ -109,10 +110,44 @@ def sld(scheme: ClassScheme, layer: str, attribute: str = "class_id") -> str:
             "</se:FeatureTypeStyle></UserStyle></NamedLayer></StyledLayerDescriptor>")
 
 
+def gpkg_timestamp(source: str | os.PathLike | None = None) -> str:
+    """The time written into a GeoPackage's date columns, in its ISO format.
+
+    ``SOURCE_DATE_EPOCH`` when set (the reproducible-builds convention), else the
+    modification time of ``source`` (the raster the layer comes from), else now.
+    So the same input gives a byte-identical GeoPackage on every run.
+    """
+    seconds = os.environ.get("SOURCE_DATE_EPOCH")
+    if seconds is None and source is not None:
+        try:
+            seconds = os.stat(source).st_mtime
+        except OSError:
+            pass
+    when = (_dt.datetime.fromtimestamp(float(seconds), _dt.timezone.utc) if seconds is not None
+            else _dt.datetime.now(_dt.timezone.utc))
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@contextlib.contextmanager
+def gpkg_dates(timestamp: str):
+    """GDAL writes ``timestamp`` (not the clock) into gpkg_contents.last_change meanwhile."""
+    import pyogrio
+
+    before = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": timestamp})
+    try:
+        yield timestamp
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": before})
+
+
 def embed_style(gpkg: str | os.PathLike, layer: str, scheme: ClassScheme,
-                geometry_column: str = "geom") -> None:
-    """Add (or replace) the default QGIS style of ``layer`` in the GeoPackage's ``layer_styles``."""
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+                geometry_column: str = "geom", timestamp: str | None = None) -> None:
+    """Add (or replace) the default QGIS style of ``layer`` in the GeoPackage's ``layer_styles``.
+
+    ``timestamp`` goes into the date columns (default: now; see :func:`gpkg_timestamp`).
+    """
+    now = timestamp or gpkg_timestamp()
     con = sqlite3.connect(os.fspath(gpkg))
     try:
         with con:

@@ -145,7 +145,7 @@ class Scene:
         """Channels ``(C, h, w)`` as float32 and a validity mask ``(h, w)`` (bool).
 
         A pixel is invalid (nodata) when every channel is nodata there (per the
-        file's nodata value, its mask or alpha band, or NaN). Invalid values are
+        file's nodata value, its mask or alpha band, or NaN/inf). Invalid values are
         returned as they are in the file (NaN included); callers replace them.
         With ``pad_to`` the arrays are padded on the bottom/right (mirrored data,
         invalid mask) to that size.
@@ -153,7 +153,11 @@ class Scene:
         window = RioWindow(col_off, row_off, width, height)
         channels, invalid = [], np.ones((height, width), bool)
         for src, ds in zip(self.sources, self._datasets()):
-            data, src_invalid = _read_source(ds, src.bands, window)
+            try:
+                data, src_invalid = _read_source(ds, src.bands, window)
+            except rasterio.errors.RasterioError as exc:  # a corrupt or truncated file
+                raise InputError(f"cannot read pixels at row {row_off}, column {col_off} "
+                                 f"({_gdal_reason(exc)})", src.path) from exc
             channels.append(data)
             invalid &= src_invalid
         data = np.concatenate(channels) if len(channels) > 1 else channels[0]
@@ -192,6 +196,13 @@ def _read_source(ds, bands: tuple[int, ...], window) -> tuple[np.ndarray, np.nda
     return data, invalid
 
 
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's own words: rasterio often puts them in the cause ('See previous exception')."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause if cause is not None and "previous exception" in str(exc) else exc)
+    return " ".join(text.split())[:200]
+
+
 def _band_invalid(ds, band: int, values: np.ndarray, window) -> np.ndarray | None:
     """Where ``band`` has no data, or None when it is valid everywhere."""
     flags = ds.mask_flag_enums[band - 1]
@@ -201,9 +212,9 @@ def _band_invalid(ds, band: int, values: np.ndarray, window) -> np.ndarray | Non
     elif MaskFlags.nodata in flags and ds.nodatavals[band - 1] is not None:
         nodata = ds.nodatavals[band - 1]
         bad = np.isnan(values) if np.isnan(nodata) else values == values.dtype.type(nodata)
-    if values.dtype.kind == "f":
-        nan = np.isnan(values)
-        bad = nan if bad is None else (bad | nan)
+    if values.dtype.kind == "f":  # NaN and +-inf are no data in any float band
+        non_finite = ~np.isfinite(values)
+        bad = non_finite if bad is None else (bad | non_finite)
     return bad
 
 

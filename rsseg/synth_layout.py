@@ -28,7 +28,8 @@ class SceneLayout:
     """Streets, blocks and objects for one seed; cells are generated on demand and cached."""
 
     SPACING = 80.0  # metres between street lattice lines (objects stay within one cell of theirs)
-    JITTER = 8.0    # maximum node displacement, metres
+    JITTER = 6.0    # maximum node displacement, metres
+    LINE_SHIFT = 12.0  # maximum displacement of a whole street line, metres
 
     def __init__(self, seed: int, cache_cells: int = 256):
         self.seed = int(seed)
@@ -39,8 +40,11 @@ class SceneLayout:
 
     # -- street lattice -----------------------------------------------------
     def node(self, i: int, j: int) -> tuple[float, float]:
-        jx = (2.0 * unit_scalar(self.seed, 3, i, j) - 1.0) * self.JITTER
-        jy = (2.0 * unit_scalar(self.seed, 4, i, j) - 1.0) * self.JITTER
+        # A whole street line shifts (blocks of unequal size), each node a little more.
+        jx = (2.0 * unit_scalar(self.seed, 3, i, j) - 1.0) * self.JITTER \
+            + (2.0 * unit_scalar(self.seed, 13, i) - 1.0) * self.LINE_SHIFT
+        jy = (2.0 * unit_scalar(self.seed, 4, i, j) - 1.0) * self.JITTER \
+            + (2.0 * unit_scalar(self.seed, 14, j) - 1.0) * self.LINE_SHIFT
         return (self.offset_x + i * self.SPACING + jx, self.offset_y + j * self.SPACING + jy)
 
     def street(self, vertical: bool, index: int) -> tuple[float, float, bool]:

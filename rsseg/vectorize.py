@@ -1,12 +1,12 @@
 """Streaming vectorization of a class raster to a styled GeoPackage.
 
 The raster is read in square blocks. Each block is polygonized on its own
-(``rasterio.features.shapes``, pixel coordinates); polygons that stay inside the
-block are written at once, polygons reaching an interior block edge are joined
-with their continuation by :class:`rsseg.vectorize_seams.SeamMerger` after each
-row of blocks. The result is the same set of polygons as polygonizing the whole
-raster at once, while memory holds one row of blocks plus the polygons crossing
-the current row seam.
+(:mod:`rsseg.vectorize_blocks`, in this process or in worker processes); polygons
+that do not continue across a block seam are written at once, the others are
+joined with their continuation by :class:`rsseg.vectorize_seams.SeamMerger` after
+each row of blocks. The result is the same set of polygons as polygonizing the
+whole raster at once, while memory holds a block per worker plus the polygons
+crossing the current row of blocks.
 
 ``simplify`` and ``min_area`` need every neighbour of a polygon; when either is
 asked for, the polygons are collected (vector data only) and cleaned up as one
@@ -66,7 +66,10 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
         keep = _resolve_classes(classes, scheme, class_raster)
         measurer = Measurer(src.transform, src.crs.to_wkt())
         post = bool(simplify) or bool(min_area)
-        with atomic_output(output, overwrite=overwrite, suffix=".gpkg") as tmp:
+        # Dates in the GeoPackage come from the input, not the clock: reruns are byte-identical.
+        stamp = qgis_style.gpkg_timestamp(class_raster)
+        with atomic_output(output, overwrite=overwrite, suffix=".gpkg") as tmp, \
+                qgis_style.gpkg_dates(stamp):
             writer = GpkgWriter(tmp, layer, src.crs.to_wkt(), scheme, measurer,
                                 multi=connectivity == 8, with_confidence=conf is not None)
             collected: list[Pieces] = []
@@ -88,7 +91,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
                 extra = _clean_up(Pieces.concat(collected), writer, measurer, simplify,
                                   min_area, keep, conf is not None, progress)
             writer.close()
-            qgis_style.embed_style(tmp, layer, scheme)
+            qgis_style.embed_style(tmp, layer, scheme, timestamp=stamp)
         sidecar = qgis_style.write_qml_sidecar(output, scheme)
     per_class = {_class_name(scheme, c): n for c, n in sorted(writer.per_class.items())}
     return {"output": str(output), "layer": layer, "style": str(sidecar),
@@ -196,10 +199,20 @@ def _stream_blocks(src, conf, emit, connectivity: int, block_size: int,
 
 
 def auto_workers(width: int, height: int) -> int:
-    """Worker processes for ``workers=0``: none below 16 Mpx (start-up costs more), else up to 4."""
+    """Worker processes for ``workers=0``.
+
+    One (this process) below 16 Mpx, where starting workers costs more than it
+    saves; else the CPUs not already busy (CPU count minus the 1-minute load
+    average), between 1 and 4. On a loaded machine extra processes only compete.
+    """
     if width * height < 16_000_000:
         return 1
-    return max(1, min(4, os.cpu_count() or 1))
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        busy = 0.0
+    idle = (os.cpu_count() or 1) - busy
+    return int(max(1, min(4, idle)))
 
 
 def _write(writer, measurer, pieces: Pieces, with_confidence: bool) -> None:

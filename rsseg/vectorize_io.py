@@ -196,9 +196,12 @@ class GpkgWriter:
         if self.with_confidence:
             fields.append("mean_confidence")
             data.append(conf.astype(np.float64))
+        # GeoPackage 1.3 rather than the 1.4 of recent GDAL: older GDAL/QGIS read it
+        # without warnings and nothing of 1.4 is needed.
+        options = {} if self._created else {"dataset_options": {"VERSION": "1.3"}}
         pyogrio.raw.write(self.path, shapely.to_wkb(geoms), data, fields, layer=self.layer,
                           driver="GPKG", geometry_type=self.geometry_type, crs=self.crs_wkt,
-                          append=self._created, encoding="UTF-8")
+                          append=self._created, encoding="UTF-8", **options)
         self._created = True
         self.count += len(geoms)
         for cid, n in zip(*np.unique(class_ids, return_counts=True)):

@@ -41,7 +41,7 @@ SETTINGS = {
     "bafnet": {"crop": 128, "batch_size": 4, "lr": 1e-3},
     "baff_skipnet": {"crop": 192, "batch_size": 8, "lr": 3e-3},
     "lsa_binet": {"crop": 128, "batch_size": 4, "lr": 2e-3},
-    "lwganet_l0": {"crop": 128, "batch_size": 4, "lr": 2e-3},
+    "lwganet_l0": {"crop": 128, "batch_size": 8, "lr": 2e-3},
 }
 DEFAULT_SETTINGS = {"crop": 128, "batch_size": 4, "lr": 1e-3}
 
@@ -85,7 +85,8 @@ def time_one_step(model_name: str, crop: int, batch_size: int) -> float:
 
 
 def train_one(model_name: str, files: dict, runs: Path, minutes: float, steps: int | None,
-              epochs: int, seed: int, extend_to: int | None = None) -> dict:
+              epochs: int, seed: int, extend_to: int | None = None,
+              class_balance: float = 0.5) -> dict:
     from rsseg.training import TrainConfig, resume, train
 
     s = {**DEFAULT_SETTINGS, **SETTINGS.get(model_name, {})}
@@ -97,13 +98,15 @@ def train_one(model_name: str, files: dict, runs: Path, minutes: float, steps: i
         print(f"{model_name}: {step_s:.2f} s/step here -> {steps} steps", flush=True)
     if extend_to:
         # Continue the finished run for more epochs (the cosine schedule is stretched).
-        result = resume(runs / model_name, progress="bar", overrides={"epochs": extend_to})
+        result = resume(runs / model_name, progress="bar",
+                        overrides={"epochs": extend_to, "class_balance": class_balance})
     else:
         cfg = TrainConfig(**files, out_dir=str(runs / model_name), model=model_name,
                           crop=s["crop"], batch_size=s["batch_size"], lr=s["lr"],
                           epochs=epochs, steps_per_epoch=max(1, steps // epochs), seed=seed,
                           scale_min=0.8, scale_max=1.25, warmup_fraction=0.05, plot=True,
-                          note=NOTE, val_tile=512, val_margin=32)
+                          class_balance=class_balance, note=NOTE, val_tile=512,
+                          val_margin=32)
         result = train(cfg, progress="bar", overwrite=True)
     return summarise(Path(result.out_dir))
 
@@ -173,6 +176,21 @@ def bundle(summary: dict, threads: int) -> None:
     print(json.dumps(summary, indent=1), flush=True)
 
 
+def results_table() -> str:
+    """Markdown table of the bundled weights' metadata (for docs/training.md)."""
+    rows = ["| network | val mIoU (fp16 file) | OA | IoU car | IoU clutter | steps | crop x batch "
+            "| training time | file |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(WEIGHTS.glob("*.json")):
+        m = json.loads(path.read_text())
+        shipped = m.get("shipped_fp16") or m
+        iou = shipped["val_iou"]
+        rows.append(f"| `{m['model']}` | {shipped['val_miou']:.3f} | {shipped['val_oa']:.3f} | "
+                    f"{iou['car']:.3f} | {iou['clutter']:.3f} | {m['steps']} | "
+                    f"{m['crop']} x {m['batch_size']} | {m['train_seconds'] / 60:.0f} min | "
+                    f"{m['bytes'] / 2**20:.1f} MB |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["bafnet", "baff_skipnet", "lsa_binet"])
@@ -184,12 +202,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-only", action="store_true", help="only synthesise the scenes")
+    parser.add_argument("--class-balance", type=float, default=0.5,
+                        help="share of windows centred on a uniformly drawn class (cars and "
+                             "clutter are about 1 %% of the pixels)")
+    parser.add_argument("--report", action="store_true",
+                        help="print a Markdown table of rsseg/weights/*.json and exit")
     parser.add_argument("--rebundle", action="store_true",
                         help="only rewrite rsseg/weights/ from the existing runs' best.pt")
     parser.add_argument("--extend-to", type=int, default=None, metavar="EPOCHS",
                         help="resume the existing runs and train them up to EPOCHS epochs")
     args = parser.parse_args(argv)
 
+    if args.report:
+        print(results_table())
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
@@ -201,7 +227,7 @@ def main(argv=None) -> int:
             bundle(summarise(args.work / "runs" / name), args.threads)
             continue
         summary = train_one(name, files, args.work / "runs", args.minutes, args.steps,
-                            args.epochs, args.seed, args.extend_to)
+                            args.epochs, args.seed, args.extend_to, args.class_balance)
         bundle(summary, args.threads)
     return 0
 

@@ -62,3 +62,11 @@ def register_test_model():
     yield register
     for name in names:
         unregister_model(name)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The bad-input matrix's evidence line (tests/test_bad_inputs.py), shown even without -s."""
+    line = getattr(config, "rsseg_reliability_summary", None)
+    if line:
+        terminalreporter.section("reliability matrix")
+        terminalreporter.write_line(line)

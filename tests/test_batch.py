@@ -286,3 +286,30 @@ def test_bad_arguments_are_usage_errors_and_bad_inputs_one_line(tmp_path, capsys
     assert len(err) == 1 and "matches no file" in err[0]
     assert rsseg("batch", "x.tif", "-o", tmp_path / "o", "--resume", "--overwrite") == 2
     assert rsseg("batch", "x.tif", "-o", tmp_path / "o", "--simplify", "1") == 2
+
+
+def test_predict_region_equals_the_whole_scene_cut(tmp_path):
+    """pipeline.predict_scene(region=...): the region's pixels (classes and confidences)
+    and georeferencing are those of the whole-scene prediction."""
+    from rsseg.errors import InputError
+    from rsseg.inference import TorchPredictor, resolve_model
+
+    scene = tmp_path / "scene.tif"
+    write_synthetic_scene(scene, 230, 170, seed=3)
+    predictor = TorchPredictor(resolve_model("baff_skipnet", "random", 4).model, "cpu",
+                               num_classes=6)
+    kw = dict(tile=64, overlap=16, overwrite=True)
+    predict_scene(scene, tmp_path / "full.tif", predictor, probs=tmp_path / "fullp.tif", **kw)
+    full, fullp = read(tmp_path / "full.tif"), read(tmp_path / "fullp.tif")
+    with rasterio.open(tmp_path / "full.tif") as ds:
+        whole_transform = ds.transform
+    for r0, c0, h, w in [(0, 0, 80, 100), (80, 100, 90, 130), (37, 91, 55, 77), (169, 0, 1, 230)]:
+        predict_scene(scene, tmp_path / "r.tif", predictor, probs=tmp_path / "rp.tif",
+                      region=(r0, c0, h, w), **kw)
+        with rasterio.open(tmp_path / "r.tif") as ds:
+            assert ds.shape == (h, w)
+            assert ds.transform.almost_equals(whole_transform @ whole_transform.translation(c0, r0))
+            np.testing.assert_array_equal(ds.read(1), full[r0:r0 + h, c0:c0 + w])
+        np.testing.assert_array_equal(read(tmp_path / "rp.tif"), fullp[r0:r0 + h, c0:c0 + w])
+    with pytest.raises(InputError, match="not inside"):
+        predict_scene(scene, tmp_path / "x.tif", predictor, region=(100, 0, 71, 10), **kw)

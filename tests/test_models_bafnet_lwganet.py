@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from rsseg.models import create_model, model_entry
 from rsseg.models._complexity import count_macs, count_params
 from rsseg.models.layers.attention import WindowAttention
+from rsseg.models.layers.lka import van_official_key
 from rsseg.models.lwganet import _pooled, shear_cols, shear_rows, unshear_cols, unshear_rows
 
 torch.set_num_threads(1)  # the test machine's cores are shared
@@ -269,7 +270,6 @@ def test_bafnet_loads_official_van_b0_checkpoint(bands):
     for key, ours in checks.items():
         assert torch.equal(ours, sd[key]), key
     ours_all = dict(enc.state_dict())
-    from rsseg.models.layers.lka import van_official_key
     for key, value in sd.items():
         if not key.startswith("head.") and key != "patch_embed1.proj.weight":
             assert torch.equal(ours_all[van_official_key(key)], value), key
@@ -320,6 +320,8 @@ def test_lwganet_loads_official_checkpoint(name, bands):
 def test_pretrained_loader_rejects_unrelated_checkpoint():
     model = create_model("bafnet", in_channels=3, num_classes=6)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    missing, unexpected = model.load_pretrained_encoder({"fc.weight": torch.randn(3, 3)})
-    assert unexpected == ["fc.weight"] and len(missing) == len(before)
+    with pytest.raises(ValueError, match="none of the checkpoint's 1 tensors fit.*fc.weight"):
+        model.load_pretrained_encoder({"fc.weight": torch.randn(3, 3)})
+    with pytest.raises(ValueError, match="none of"):  # LWGANet weights are not VAN weights
+        model.load_pretrained_encoder(official_lwganet())
     assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())

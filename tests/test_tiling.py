@@ -20,7 +20,7 @@ def grids(draw, max_side=200):
     return WindowGrid(height, width, tile, overlap)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(grids())
 def test_windows_cover_every_pixel_and_stay_inside(grid):
     covered = np.zeros((grid.height, grid.width), np.int32)
@@ -47,7 +47,7 @@ def test_axis_starts_step_by_stride_and_end_at_the_edge(length, tile, data):
     assert np.all(steps >= 1) and np.all(steps <= tile - overlap)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(grids(max_side=150), st.sampled_from(BLEND_MODES))
 def test_weights_sum_to_one_at_every_pixel(grid, mode):
     weights = BlendWeights(grid, mode)
@@ -103,7 +103,7 @@ def _dense_blend(grid, weights, scores_of):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(grids(max_side=120), st.sampled_from(BLEND_MODES), st.integers(0, 2**31 - 1))
 def test_streaming_blend_equals_dense_blend(grid, mode, seed):
     """Carries across columns and row groups reproduce the whole-scene weighted sum."""

@@ -250,7 +250,8 @@ def test_rsseg_predict_with_the_trained_checkpoint_gives_the_models_classes(trai
 
 
 def test_resume_after_interruption_gives_the_same_weights(scenes, tmp_path):
-    full = train(config(scenes, tmp_path / "full", epochs=2, steps_per_epoch=6), progress="off")
+    settings = dict(epochs=2, steps_per_epoch=6, class_balance=0.5)
+    full = train(config(scenes, tmp_path / "full", **settings), progress="off")
 
     class Stop(Exception):
         pass
@@ -260,7 +261,7 @@ def test_resume_after_interruption_gives_the_same_weights(scenes, tmp_path):
             raise Stop()
 
     with pytest.raises(Stop):
-        train(config(scenes, tmp_path / "cut", epochs=2, steps_per_epoch=6), progress="off",
+        train(config(scenes, tmp_path / "cut", **settings), progress="off",
               on_epoch_end=stop_after_first)
     assert load_checkpoint(tmp_path / "cut" / "last.pt").training["epoch"] == 1
     resumed = resume(tmp_path / "cut", progress="off")

@@ -32,9 +32,14 @@ def export(checkpoint, output, opset, tile, overwrite, progress, progress_json):
       rsseg export runs/x/best.pt -o model.onnx
       rsseg predict scene.tif --backend onnx --weights model.onnx -o classes.tif
     """
+    from ..atomic import check_output_path
+    from ..checkpoint import load_checkpoint
     from ..onnx_export import export_checkpoint
     from ..progress import Progress, progress_mode
 
+    # Cheap checks first: a bad output path or checkpoint fails before any bar is drawn.
+    check_output_path(output, overwrite)
+    ckpt = load_checkpoint(checkpoint)
     mode = progress_mode(progress, progress_json)
     with Progress(3, "export", mode, unit="step") as bar:
         def step(message: str) -> None:
@@ -43,8 +48,8 @@ def export(checkpoint, output, opset, tile, overwrite, progress, progress_json):
             else:
                 bar.log(f"rsseg: {message}")
 
-        result = export_checkpoint(checkpoint, output, opset=opset, tile=tile,
-                                   overwrite=overwrite, on_step=step)
+        result = export_checkpoint(ckpt, output, opset=opset, tile=tile, overwrite=overwrite,
+                                   on_step=step, source=checkpoint)
         bar.update(bar.total - bar.done)
         h, w = result.min_size
         sizes = (f"dynamic batch, height and width (>= {h}x{w})" if result.dynamic_spatial

@@ -42,10 +42,13 @@ DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
               show_default=True,
               help="Inference engine: torch, or onnx (ONNX Runtime) with --weights MODEL.onnx "
                    "from `rsseg export`, which then also gives the model, classes and bands.")
+@click.option("--vector", "vector", default=None,
+              help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
+                   "with mean_confidence when --probs is given).")
 @seed_option
 @common_options
 def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap, blend,
-            batch_size, device, probs, backend, seed, overwrite, progress, progress_json):
+            batch_size, device, probs, backend, vector, seed, overwrite, progress, progress_json):
     """Predict land-cover classes for the GeoTIFF INPUT and write them to OUTPUT as a COG
     with the same CRS, transform and shape, a colour table, class names and nodata 255.
 
@@ -53,6 +56,7 @@ def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap
     Examples:
       rsseg predict scene.tif --model bafnet --weights run/best.pt -o classes.tif
       rsseg predict scene.tif --weights random --bands 1,2,3 -o classes.tif --probs conf.tif
+      rsseg predict scene.tif -o classes.tif --probs conf.tif --vector classes.gpkg
     """
     import warnings
 
@@ -66,6 +70,8 @@ def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap
     check_output_path(output, overwrite)
     if probs:
         check_output_path(probs, overwrite)
+    if vector:
+        check_output_path(vector, overwrite)
     if backend == "onnx" and weights in (None, "random"):
         raise click.BadParameter("--backend onnx needs an exported model: --weights MODEL.onnx "
                                  "(see `rsseg export`)", param_hint="--weights")
@@ -104,5 +110,8 @@ def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap
                   tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, probs=probs,
                   overwrite=overwrite, progress=progress_mode(progress, progress_json),
                   scene=scene)
-    # TODO(vectorize): `--vector PATH` will polygonise OUTPUT here with the vectorize
-    # engineer's library function (rsseg.vectorize), streaming block by block.
+    if vector:
+        from ..vectorize import vectorize_raster
+
+        vectorize_raster(output, vector, probs=probs, overwrite=overwrite,
+                         progress=progress_mode(progress, progress_json))

@@ -33,10 +33,11 @@ def _parse_classes(ctx, param, value):
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
               help="Pixel connectivity of a polygon (4: edges, GDAL's default; 8: corners too).")
 @click.option("--block-size", type=click.IntRange(min=16), default=1024, show_default=True,
-              help="Side of the square processing blocks in pixels (memory ~ one row of blocks).")
+              help="Side of the square processing blocks in pixels (memory ~ one block per "
+                   "worker plus the polygons crossing the current row of blocks).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes polygonizing blocks in parallel; 0 = automatic (1 below "
-                   "16 Mpx, else up to 4). The output does not depend on it.")
+                   "16 Mpx, else the idle CPUs, at most 4). The output does not depend on it.")
 @common_options
 def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, connectivity,
               block_size, workers, overwrite, progress, progress_json):

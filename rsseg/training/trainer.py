@@ -78,9 +78,10 @@ class _Run:
 def train(config: TrainConfig, progress: Mode = "bar", overwrite: bool = False,
           on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Check inputs, scan the training scenes, then train ``config.epochs`` epochs."""
-    run = _prepare(config, progress)
     out = Path(config.out_dir)
-    _claim_run_dir(out, overwrite)
+    _check_run_dir(out, overwrite)  # before the (long) scan of the scenes
+    run = _prepare(config, progress)
+    out.mkdir(exist_ok=True)
     return _train_epochs(run, out, progress, on_epoch_end)
 
 
@@ -89,7 +90,8 @@ def resume(out_dir: str | Path, progress: Mode = "bar", on_epoch_end: EpochCallb
     """Continue the run in ``out_dir`` from its ``last.pt`` exactly where it stopped.
 
     ``overrides`` may change settings that do not alter the result (``device``,
-    ``workers``, ``plot``) or extend ``epochs`` (which also stretches the schedule).
+    ``workers``, ``plot``) or extend ``epochs`` (which also stretches the schedule);
+    other settings (e.g. ``class_balance``) change how training continues, on purpose.
     """
     out = Path(out_dir)
     ckpt, state = _load_resume_state(out / LAST)
@@ -172,7 +174,7 @@ def _scan(train_infos, val_infos, config, classes, progress) -> tuple[Normalizat
     return stats.normalization, stats.class_counts.tolist()
 
 
-def _claim_run_dir(out: Path, overwrite: bool) -> None:
+def _check_run_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError("run directory is a file", out)
     if out.is_dir() and not overwrite and any((out / f).exists() for f in RUN_FILES):
@@ -180,7 +182,6 @@ def _claim_run_dir(out: Path, overwrite: bool) -> None:
                           "--resume or pass --overwrite to start again", out)
     if not out.parent.is_dir():
         raise OutputError(f"parent directory {out.parent} does not exist", out)
-    out.mkdir(exist_ok=True)
 
 
 def _load_resume_state(path: Path) -> tuple[Checkpoint, dict]:

@@ -142,6 +142,42 @@ def test_predict_vector_output_is_loaded_styled(provider, scene, tmp_path):
     project.clear()
 
 
+def test_raster_and_polygons_of_one_run_load_styled(provider, cli_prediction, rsseg_exe,
+                                                    tmp_path):
+    """What rsseg:predict does with OUTPUT and VECTOR_OUTPUT after rsseg has written
+    them, fed to Processing's own result handling (independent of `predict --vector`)."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import QgsProcessingContext
+
+    polygons = tmp_path / "classes.gpkg"
+    run_cli(rsseg_exe, "vectorize", cli_prediction, "-o", polygons)
+    project = QgsProject.instance()
+    project.clear()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    for path in (cli_prediction, str(polygons)):
+        context.addLayerToLoadOnCompletion(
+            path, QgsProcessingContext.LayerDetails("output", project, "output"))
+    algorithm = provider.algorithm("predict").create()
+    uris = algorithm.load_outputs_styled(context, raster=cli_prediction, vectors=[str(polygons)])
+    assert uris == [f"{polygons}|layername={polygon_layer(polygons)}"]
+    assert handleAlgorithmResults(algorithm, context, QgsProcessingFeedback())
+    layers = {l.source(): l for l in project.mapLayers().values()}
+    assert sorted(layers) == sorted([cli_prediction, uris[0]])
+    raster = layers[cli_prediction]
+    assert raster.renderer().type() == "paletted"
+    assert [c.label for c in raster.renderer().classes()] == [
+        "impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter"]
+    assert layers[uris[0]].renderer().type() != "singleSymbol"
+    project.clear()
+
+
+def polygon_layer(path):
+    dataset = gdal.OpenEx(str(path), gdal.OF_VECTOR)
+    return [dataset.GetLayer(i).GetName() for i in range(dataset.GetLayerCount())
+            if dataset.GetLayer(i).GetGeomType() != 0][0]
+
+
 def test_vectorize_matches_the_cli(provider, class_raster, rsseg_exe, tmp_path):
     reference = tmp_path / "cli.gpkg"
     run_cli(rsseg_exe, "vectorize", class_raster, "-o", reference)
