@@ -42,14 +42,18 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def load_renamed(module: nn.Module, checkpoint: Mapping, rename: Callable[[str], str | None],
-                 input_conv: str | None = None) -> tuple[list[str], list[str]]:
+                 input_conv: str | None = None,
+                 optional: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """Load ``checkpoint`` into ``module`` through ``rename`` (official key -> ours or None).
 
     ``input_conv`` names the module's first conv weight, adapted to its band count.
     Returns ``(missing_keys, unexpected_keys)`` in the module's and the checkpoint's
-    names; keys whose shape does not fit count as unexpected. Raises ValueError
-    when not a single key fits (a checkpoint of another network or layout), so
-    a wrong file cannot pass silently as "loaded".
+    names; keys whose shape does not fit count as unexpected. Every tensor of the
+    module must be filled except BatchNorm counters (``num_batches_tracked``,
+    absent from old checkpoints) and keys starting with an ``optional`` prefix
+    (parts that ImageNet checkpoints do not have). Otherwise ValueError is raised
+    and nothing is loaded, so a checkpoint of another network, variant or width
+    cannot pass as "loaded" with a half-random encoder.
     """
     own = module.state_dict()
     mapped: dict[str, torch.Tensor] = {}
@@ -65,5 +69,12 @@ def load_renamed(module: nn.Module, checkpoint: Mapping, rename: Callable[[str],
     if not mapped:
         raise ValueError(f"none of the checkpoint's {len(unexpected)} tensors fit this encoder "
                          f"(first: {', '.join(unexpected[:3]) or 'none'}); is it the official layout?")
+    missing = sorted(set(own) - set(mapped))
+    required = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(optional)]
+    if required:
+        raise ValueError(f"the checkpoint fills only {len(own) - len(missing)} of the encoder's "
+                         f"{len(own)} tensors (not found or of another shape: "
+                         f"{', '.join(required[:3])}{', ...' if len(required) > 3 else ''}); "
+                         "is it the official checkpoint of this network's variant and width?")
     module.load_state_dict(mapped, strict=False)
-    return sorted(set(own) - set(mapped)), unexpected
+    return missing, unexpected

@@ -27,7 +27,8 @@ L2 classifier, 45 cls   13.0 M        13,040,667   1.856 / 1.87  at 224x224
 L2 + UNetFormer, 8 cls  12.58 M       12,582,304   49.48 / 50.3  at 1024x1024
 ======================  ============  ===========  ==============================
 
-(exact figures in docs/models/lwganet.md). Any input size: reflect-padded to a
+(exact figures in docs/models/lwganet.md; the segmentation count includes the
+auxiliary head, ``aux_head=True``, as the paper's total does). Any input size: reflect-padded to a
 multiple of 32 and cropped back. Batch 1 works in eval mode, and in train mode
 when one side of the input exceeds 96 px (SMA's BatchNorm at stage 4 runs on a
 map pooled to 1/96 of the input and needs more than one value per channel).
@@ -355,7 +356,8 @@ class _PretrainedMixin:
         (the output BNs of the segmentation backbone are not in ImageNet
         checkpoints), unexpected in the checkpoint's (classifier head, blur filters).
         """
-        return load_renamed(self.backbone, state_dict, lwganet_official_key, input_conv="stem.0.weight")
+        return load_renamed(self.backbone, state_dict, lwganet_official_key, input_conv="stem.0.weight",
+                            optional=("out_norms.",))
 
 
 class LWGANetClassifier(_PretrainedMixin, nn.Module):
@@ -382,15 +384,18 @@ class LWGANetClassifier(_PretrainedMixin, nn.Module):
 class LWGANetSeg(_PretrainedMixin, nn.Module):
     """LWGANet backbone (with output BNs) + UNetFormer decoder: logits at the input size.
 
-    ``forward_with_aux`` also returns the auxiliary head's logits (training only,
-    as in UNetFormer; its ~37 k parameters are counted in the paper's total).
+    ``aux_head=True`` adds UNetFormer's auxiliary head (~37 k parameters, counted
+    in the paper's 12.58 M total); ``forward_with_aux`` then also returns its
+    logits for an auxiliary loss. It is off by default because it only learns
+    through that loss: a plain ``loss(model(x), y)`` training loop would carry
+    it along untrained.
     """
 
     stride = 32
 
     def __init__(self, in_channels: int = 3, num_classes: int = 8, variant: str = "l2",
                  decoder_width: int = 64, window: int = 8, drop_path_rate: float | None = None,
-                 aux_head: bool = True):
+                 aux_head: bool = False):
         super().__init__()
         self.backbone = LWGANetBackbone(in_channels, VARIANTS[variant], out_norms=True,
                                         drop_path_rate=drop_path_rate)
@@ -401,7 +406,8 @@ class LWGANetSeg(_PretrainedMixin, nn.Module):
         return self.forward_with_aux(x, aux=False)[0]
 
     def forward_with_aux(self, x: torch.Tensor, aux: bool = True):
-        """``(logits, aux_logits)``, both (N, classes, H, W); aux_logits is None when not asked."""
+        """``(logits, aux_logits)``, both (N, classes, H, W); aux_logits is None when not
+        asked or when the model was built without ``aux_head``."""
         xp, (h, w) = pad_to_multiple(x, self.stride)
         logits, aux_logits = self.decoder(self.backbone(xp), aux=aux)
         outs = [None if t is None else
@@ -500,7 +506,8 @@ def _register(variant: str) -> None:
         return LWGANetSeg(in_channels, num_classes, variant, **cfg)
 
     build_cls.__doc__ = f"LWGANet-{variant.upper()} ImageNet-style classifier (checks the backbone's size)."
-    build_seg.__doc__ = f"LWGANet-{variant.upper()} backbone + UNetFormer decoder (width 64, window 8)."
+    build_seg.__doc__ = (f"LWGANet-{variant.upper()} backbone + UNetFormer decoder (width 64, "
+                         "window 8); ``aux_head=True`` adds the training-only auxiliary head.")
     register_model(f"lwganet_{variant}_cls", paper=_PAPER, listed=False, stride=32,
                    paper_figures={"params_m": params, "gflops": gflops},
                    paper_config={"num_classes": 45, "in_channels": 3, "input": [224, 224]})(build_cls)
@@ -509,8 +516,8 @@ def _register(variant: str) -> None:
         seg_figures = {"params_m": 12.58, "gflops": 50.3, "miou_uavid": 69.1, "miou_loveda": 53.6}
     register_model(f"lwganet_{variant}", paper=_PAPER + "; decoder: UNetFormer, arXiv 2109.08937",
                    stride=32, paper_figures=seg_figures,
-                   paper_config={"num_classes": 8, "in_channels": 3, "input": [1024, 1024]}
-                   if seg_figures else {})(build_seg)
+                   paper_config={"num_classes": 8, "in_channels": 3, "input": [1024, 1024],
+                                 "aux_head": True} if seg_figures else {})(build_seg)
 
 
 for _variant in VARIANTS:

@@ -20,10 +20,10 @@ from .errors import OutputError
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     """Fail early, before any work, if ``path`` cannot be written."""
     path = Path(path)
+    if path.is_dir():  # before 'exists': --overwrite would not help
+        raise OutputError("output is a directory, not a file", path)
     if path.exists() and not overwrite:
         raise OutputError("output exists; pass --overwrite to replace it", path)
-    if path.is_dir():
-        raise OutputError("output is a directory, not a file", path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist", path)

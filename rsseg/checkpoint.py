@@ -172,9 +172,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ModelError("weights file not found", path)
     if path.is_dir():
         raise ModelError("weights path is a directory, not a checkpoint file", path)
+    if path.suffix.lower() == ".onnx":
+        raise ModelError("this is an ONNX model, not a torch checkpoint; pass --backend onnx",
+                         path)
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):  # not a pickle at all (text, image, ...)
+            raise ModelError("not a checkpoint file (not a torch save file)", path) from None
         # weights_only refuses pickles that reference arbitrary code/classes.
         raise ModelError("refused: not a plain rsseg checkpoint (it would need to run code "
                          f"to load: {str(exc).splitlines()[0][:120]})", path) from None

@@ -144,7 +144,7 @@ def _from_checkpoint(ckpt: Checkpoint, name: str, in_channels: int, source: str)
     if ckpt.in_channels != in_channels:
         bands = f" ({', '.join(ckpt.bands.names)})" if ckpt.bands else ""
         raise ModelError(f"model expects {ckpt.in_channels} bands{bands} but the input provides "
-                         f"{in_channels}; choose them with --bands (and --dsm)", source)
+                         f"{in_channels}; choose them with --bands (and --band-file, --dsm)", source)
     model = ckpt.build_model()
     return ResolvedModel(model, ckpt.classes, ckpt.bands, dict(ckpt.tile or {}),
                          source=source, note=ckpt.note)

@@ -55,7 +55,7 @@ class PredictResult:
 
 def predict_scene(input, output, predictor, normalization: Normalization | None = None, *,
                   classes: ClassScheme = ISPRS, bands: list[int] | None = None, dsm=None,
-                  align: bool = False, tile: int = 512, overlap: int = 128,
+                  align: bool = False, band_files=(), tile: int = 512, overlap: int = 128,
                   blend: str = "cosine", batch_size: int = 1, probs=None,
                   overwrite: bool = False, progress: str = "off", readers: int = 2,
                   on_scores: Callable | None = None, scene: Scene | None = None,
@@ -69,7 +69,7 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
     second COG of confidences (max probability * 255). ``on_scores(row_off,
     col_off, scores, valid)`` receives every blended region (tests, diagnostics).
     ``scene`` is an already opened :class:`~rsseg.raster.Scene` (else ``input``
-    is opened with ``bands``/``dsm``/``align``).
+    is opened with ``bands``/``band_files``/``dsm``/``align``).
 
     ``region`` ``(row_off, col_off, height, width)`` predicts only that part of
     the scene: the output has the region's shape and georeferencing, and its
@@ -85,7 +85,7 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
         if Path(probs).resolve() == Path(output).resolve():
             raise OutputError("--probs must differ from the output path", probs)
     if scene is None:
-        scene = Scene(input, bands=bands, dsm=dsm, align=align)
+        scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
     norm = normalization or default_normalization(scene)
     if norm.num_bands != scene.channels:
         raise InputError(f"the input provides {scene.channels} band(s) but the normalisation "

@@ -130,6 +130,8 @@ def make_inputs(d: Path) -> dict[str, Path]:
     f["float_raster"] = write_geotiff(d / "float_raster.tif",
                                       rng.random(SCENE_SHAPE[1:]).astype(np.float32))
     f.update(_checkpoints(d))
+    f["not_onnx"] = d / "not_a_model.onnx"
+    f["not_onnx"].write_text("not an ONNX model\n")
     f["not_a_dir"] = d / "NOT_A_DIR"
     f["not_a_dir"].write_text("a file where a directory is expected\n")
     return f

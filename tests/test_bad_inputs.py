@@ -176,6 +176,9 @@ def predict_cases() -> list[Case]:
              ("{evil}", "refused"), out, marker="PWNED"),
         Case("predict/pickle-runs-code-zip", _weights("{scene}", FAST_NET, "{evil_zip}"),
              ("{evil_zip}", "refused"), out, marker="PWNED"),
+        Case("predict/onnx-not-a-model", ("predict", "{scene}", "-o", "{out}/c.tif", "--backend",
+                                          "onnx", "--weights", "{not_onnx}", "--no-progress"),
+             ("{not_onnx}", "ONNX"), out),
         *output_cases("predict", lambda o: _predict("{scene}", o), "c.tif", "COG"),
     ]
 

@@ -14,17 +14,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 
-from rsseg.checkpoint import Normalization
 from rsseg.classes import ISPRS
 from rsseg.inference import TorchPredictor
-from rsseg.models import create_model
 from rsseg.pipeline import predict_scene
 
 NET = "baff_skipnet"
-SHAPE = (3, 200, 260)
-TRANSFORM = Affine(0.5, 0, 500000.0, 0, -0.5, 5300000.0)
+SHAPE = (4, 200, 260)
+NODATA = -9999.0
 LAYOUTS = {  # how the same pixels are stored: chunking of the input file
     "strips-1-row": dict(tiled=False, blockysize=1),
     "strips-16-rows": dict(tiled=False, blockysize=16, compress="deflate"),
@@ -38,44 +35,53 @@ VARIANTS = ([("batch_size", b) for b in (2, 3, 8)] + [("readers", r) for r in (1
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    """The same pixels (with a nodata corner) stored with every layout."""
+    """A synthetic town (IR, R, G, DSM; a nodata corner) stored with every layout."""
+    from rsseg.synth import write_synthetic_scene
+
     d = tmp_path_factory.mktemp("layouts")
-    data = np.random.default_rng(11).integers(1, 255, SHAPE).astype(np.uint8)
-    data[:, :20, :30] = 0
+    write_synthetic_scene(d / "synth.tif", SHAPE[2], SHAPE[1], seed=2)
+    with rasterio.open(d / "synth.tif") as src:
+        data, crs, transform = src.read(), src.crs, src.transform
+    data[:, :20, :30] = NODATA
     paths = {}
     for name, layout in LAYOUTS.items():
         paths[name] = d / f"{name}.tif"
         with rasterio.open(paths[name], "w", driver="GTiff", width=SHAPE[2], height=SHAPE[1],
-                           count=SHAPE[0], dtype="uint8", crs="EPSG:32632", transform=TRANSFORM,
-                           nodata=0, **layout) as ds:
+                           count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform,
+                           nodata=NODATA, **layout) as ds:
             ds.write(data)
     return paths
 
 
 @pytest.fixture(scope="module")
 def network():
-    torch.manual_seed(4)
-    return create_model(NET, in_channels=3, num_classes=6).eval()
+    """The bundled weights (a trained net: several classes, many class borders), else random."""
+    from rsseg.bundled import bundled_weights
+    from rsseg.inference import resolve_model
+
+    weights = "random" if bundled_weights(NET) is None else None
+    return resolve_model(NET, weights, in_channels=4, seed=4)
 
 
 def _predict(scenes, network, out, blend, layout, batch_size, readers, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        norm = Normalization(["b1", "b2", "b3"], [0.0] * 3, [255.0] * 3)
-        predict_scene(scenes[layout], out, TorchPredictor(network, "cpu"), norm, classes=ISPRS,
-                      tile=64, overlap=16, blend=blend, batch_size=batch_size, readers=readers)
+        predict_scene(scenes[layout], out, TorchPredictor(network.model, "cpu"),
+                      network.normalization, classes=ISPRS, tile=64, overlap=16, blend=blend,
+                      batch_size=batch_size, readers=readers)
     finally:
         torch.set_num_threads(before)
     with rasterio.open(out) as ds:
         return ds.read(1), out.read_bytes()
 
 
-@pytest.mark.parametrize("blend", ["cosine", "linear"])
+@pytest.mark.parametrize("blend", ["cosine"])
 def test_class_raster_independent_of_batching_threads_and_chunking(scenes, network, tmp_path,
                                                                    blend):
     ref_pixels, ref_bytes = _predict(scenes, network, tmp_path / "base.tif", blend, **BASE)
-    assert (ref_pixels[:20, :30] == 255).all() and ref_pixels.max() == 5 > ref_pixels.min()
+    assert (ref_pixels[:20, :30] == 255).all()
+    assert len(np.unique(ref_pixels[20:])) >= 3, "too few classes to test class borders"
     differ = []
     for key, value in VARIANTS:
         settings = {**BASE, key: value}
@@ -88,6 +94,7 @@ def test_class_raster_independent_of_batching_threads_and_chunking(scenes, netwo
     assert not differ, differ
 
 
+@pytest.mark.slow
 def test_batch_independent_of_worker_count(scenes, tmp_path):
     """``rsseg batch`` with 1 and 2 local Dask worker processes: the same class raster."""
     from rsseg.cli import run

@@ -41,10 +41,15 @@ def test_lwganet_classifier_params_match_paper(variant, paper_m, exact):
 
 
 def test_lwganet_l2_segmentation_params_and_macs_match_paper():
-    model = create_model("lwganet_l2", in_channels=3, num_classes=8)  # UAVid
+    # UAVid, 8 classes; the paper's total counts UNetFormer's training-only auxiliary head.
+    model = create_model("lwganet_l2", in_channels=3, num_classes=8, aux_head=True)
     params = count_params(model)
     assert params == 12_582_304
     assert within(params, 12.58e6, 0.03)
+    assert model_entry("lwganet_l2").paper_config["aux_head"] is True
+    # 3x3 conv + BN + 1x1 conv to 8 classes (with bias) at decoder width 64.
+    aux = 64 * 64 * 9 + 2 * 64 + 64 * 8 + 8
+    assert count_params(create_model("lwganet_l2", in_channels=3, num_classes=8)) == params - aux
     macs = count_macs(model.to("meta"), (1, 3, 1024, 1024))  # shapes only: no arithmetic
     assert within(macs, 50.3e9, 0.05), macs
 
@@ -57,6 +62,16 @@ def test_meta_mac_count_equals_computed_count():
 
 
 # ------------------------------------------------------------------ any input size
+
+@pytest.mark.parametrize("name", ["lwganet_l1", "lwganet_l2"])
+def test_wider_lwganets_give_input_sized_logits(name):
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=4, num_classes=6).eval()
+    with torch.no_grad():
+        for h, w in [(45, 70), (7, 9)]:
+            logits = model(torch.randn(1, 4, h, w))
+            assert logits.shape == (1, 6, h, w) and torch.isfinite(logits).all()
+
 
 @pytest.mark.parametrize("name", ["bafnet", "lwganet_l0"])
 def test_odd_sizes_and_batch_one_give_input_sized_logits(name):
@@ -95,14 +110,11 @@ def test_bafnet_batch_one_training_is_refused_by_the_fam_batchnorm():
 # ------------------------------------------------------------------ training
 
 def _loss(model, x, y):
-    torch.manual_seed(1)  # same dropout mask before and after the step
-    if hasattr(model, "forward_with_aux"):
-        logits, aux = model.forward_with_aux(x)
-        return F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
-    return F.cross_entropy(model(x), y)
+    torch.manual_seed(1)  # same dropout / drop-path masks before and after the step
+    return F.cross_entropy(model(x), y)  # the loss on model(x), as rsseg train computes it
 
 
-@pytest.mark.parametrize("name", ["bafnet", "lwganet_l0"])
+@pytest.mark.parametrize("name", ["bafnet", "lwganet_l0", "lwganet_l1", "lwganet_l2"])
 def test_one_step_lowers_loss_and_reaches_every_parameter(name):
     torch.manual_seed(0)
     model = create_model(name, in_channels=4, num_classes=4).train()
@@ -117,6 +129,28 @@ def test_one_step_lowers_loss_and_reaches_every_parameter(name):
     with torch.no_grad():
         after = _loss(model, x, y)
     assert after.item() < before.item()
+
+
+def test_lwganet_aux_head_is_opt_in_and_learns_only_through_its_loss():
+    """The auxiliary head gets no gradient from the main loss, so the default model
+    (trained by a plain ``loss(model(x), y)``) leaves it out; with ``aux_head=True``
+    the main + 0.4 x auxiliary loss of UNetFormer reaches every parameter."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    plain = create_model("lwganet_l0", in_channels=3, num_classes=4).train()
+    assert plain.decoder.aux_head is None and plain.forward_with_aux(x)[1] is None
+    model = create_model("lwganet_l0", in_channels=3, num_classes=4, aux_head=True).train()
+    aux_names = {f"decoder.aux_head.{n}" for n, _ in model.decoder.aux_head.named_parameters()}
+    assert count_params(model) - count_params(plain) == 64 * 64 * 9 + 2 * 64 + 64 * 4 + 4
+    logits, aux = model.forward_with_aux(x)
+    assert logits.shape == aux.shape == (2, 4, 64, 64)
+    F.cross_entropy(logits, y).backward()
+    assert {n for n, p in model.named_parameters() if p.grad is None} == aux_names
+    model.zero_grad(set_to_none=True)
+    logits, aux = model.forward_with_aux(x)
+    (F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
 
 
 # ------------------------------------------------------------------ building blocks
@@ -315,6 +349,36 @@ def test_lwganet_loads_official_checkpoint(name, bands):
     }
     for key, ours in checks.items():
         assert torch.equal(ours, sd[key]), key
+
+
+@pytest.mark.parametrize("name, layout", [("bafnet", "van"), ("lwganet_l0", "lwganet")])
+def test_train_pretrained_option_loads_an_official_file(tmp_path, name, layout):
+    """What ``rsseg train --pretrained FILE`` runs: the official checkpoint file on disk
+    (wrapped as the official releases are), loaded safely and mapped into the encoder."""
+    from rsseg.training.setup import load_pretrained
+
+    sd = official_van_b0() if layout == "van" else official_lwganet()
+    path = tmp_path / "imagenet.pth.tar"
+    torch.save({"epoch": 300, "state_dict": sd}, path)
+    model = create_model(name, in_channels=4, num_classes=6)
+    load_pretrained(model, path)
+    if layout == "van":
+        ours, key = model.encoder.stages[1].blocks[2].attn.lka.dw_dilated.weight, \
+            "block2.2.attn.spatial_gating_unit.conv_spatial.weight"
+    else:
+        ours, key = model.backbone.stages[2][1].sga.attn.qkv.weight, "stages.4.blocks.1.GA3.attn.qkv.weight"
+    assert torch.equal(ours, sd[key])
+
+
+def test_truncated_or_other_variant_checkpoints_are_refused():
+    sd = official_van_b0()
+    del sd["block3.4.mlp.fc2.weight"]  # an incomplete file fits almost everything
+    model = create_model("bafnet", in_channels=3, num_classes=6)
+    with pytest.raises(ValueError, match=r"fills only .*stages\.2\.blocks\.4\.mlp\.fc2\.weight"):
+        model.load_pretrained_encoder(sd)
+    l1 = create_model("lwganet_l1", in_channels=3, num_classes=6)  # L0 weights do not fit L1
+    with pytest.raises(ValueError):
+        l1.load_pretrained_encoder(official_lwganet())
 
 
 def test_pretrained_loader_rejects_unrelated_checkpoint():

@@ -360,11 +360,42 @@ def test_pretrained_first_conv_adapts_to_five_bands(name):
     assert torch.equal(weight[:, 3], mean) and torch.equal(weight[:, 4], mean)
 
 
-def test_pretrained_of_the_wrong_width_is_reported_not_loaded():
-    model = create_model("baff_skipnet", in_channels=3, num_classes=6)
+def test_pretrained_of_the_wrong_width_is_refused_and_nothing_loaded():
+    model = create_model("baff_skipnet", in_channels=3, num_classes=6)  # MobileNetV2 x0.5
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    missing, unexpected = model.load_pretrained_encoder(torchvision_layout(1.0))
-    assert "blocks.3.expand.0.weight" in missing
-    assert "features.4.conv.0.0.weight" in unexpected
-    assert torch.equal(model.encoder.state_dict()["blocks.3.expand.0.weight"],
-                       before["blocks.3.expand.0.weight"])
+    # Width 1.0 shares a few shapes with width 0.5 (the 1280-channel head BN), so some
+    # tensors would fit: a partial load must still be refused, not pass as "loaded".
+    with pytest.raises(ValueError, match=r"fills only \d+ of the encoder's \d+ tensors.*width"):
+        model.load_pretrained_encoder(torchvision_layout(1.0))
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_pretrained_without_batchnorm_counters_loads():
+    """Old torchvision checkpoints have no ``num_batches_tracked``; that is all that may miss."""
+    sd = {k: v for k, v in torchvision_layout(1.0).items() if not k.endswith("num_batches_tracked")}
+    model = create_model("canet", in_channels=4, num_classes=6)
+    missing, _ = model.load_pretrained_encoder(sd)
+    assert missing and all(k.endswith("num_batches_tracked") for k in missing)
+    assert torch.equal(model.context.encoder.blocks[16].project[0].weight, sd["features.17.conv.2.weight"])
+
+
+@pytest.mark.parametrize("name, width", [("canet", 1.0), ("baff_skipnet", 0.5)])
+def test_train_pretrained_option_loads_an_official_file(tmp_path, name, width):
+    """What ``rsseg train --pretrained FILE`` runs: a torchvision checkpoint file on disk,
+    loaded safely and mapped into the encoder; a file of the wrong width is an error
+    naming the file."""
+    from rsseg.errors import ModelError
+    from rsseg.training.setup import load_pretrained
+
+    sd = torchvision_layout(width)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(sd, path)
+    model = create_model(name, in_channels=4, num_classes=6)
+    load_pretrained(model, path)
+    encoder = model.context.encoder if name == "canet" else model.encoder
+    assert torch.equal(encoder.blocks[5].depthwise[1].running_var, sd["features.6.conv.1.1.running_var"])
+    assert torch.equal(encoder.stem[0].weight[:, :3], sd["features.0.0.weight"])
+    torch.save({"state_dict": torchvision_layout(1.5 - width)}, path)
+    with pytest.raises(ModelError, match=r"mobilenet_v2\.pth: cannot load the pretrained encoder"):
+        load_pretrained(create_model(name, in_channels=4, num_classes=6), path)

@@ -114,11 +114,12 @@ class MobileNetV2Encoder(nn.Module):
     def load_torchvision_state_dict(self, state_dict) -> tuple[list[str], list[str]]:
         """Copy torchvision-layout weights in; returns ``(missing, unexpected)``.
 
-        ``missing`` are our keys left at their initial values, ``unexpected`` the
-        given keys not loaded (the ImageNet ``classifier.*`` always, ``features.18.*``
-        when this encoder has no final 1x1 conv, any tensor whose shape does not fit).
-        The first conv is adapted to ``in_channels`` (RGB filters kept, extra bands
-        get their mean).
+        ``missing`` are our keys left at their initial values (at most BatchNorm
+        counters), ``unexpected`` the given keys not loaded (the ImageNet
+        ``classifier.*`` always, ``features.18.*`` when this encoder has no final
+        1x1 conv). The first conv is adapted to ``in_channels`` (RGB filters kept,
+        extra bands get their mean). Weights of another width multiplier do not
+        fit and raise ValueError before anything is loaded.
         """
         expansions = [block.expand is not None for block in self.blocks]
 

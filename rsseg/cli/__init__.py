@@ -18,8 +18,6 @@ import sys
 
 import click
 
-from .. import __version__
-
 # command name -> "module:function". A command whose module is absent is not listed.
 COMMANDS = {
     "synth": "rsseg.cli.synth:synth",
@@ -32,6 +30,17 @@ COMMANDS = {
     "batch": "rsseg.cli.batch:batch",
     "demo": "rsseg.cli.demo:demo",
 }
+
+
+def _show_version(ctx, param, value):
+    # Not click.version_option(__version__): reading the version from the package
+    # metadata costs ~40 ms, which every command would pay at start-up.
+    if not value or ctx.resilient_parsing:
+        return
+    from .. import __version__
+
+    click.echo(f"rsseg, version {__version__}")
+    ctx.exit()
 
 
 class LazyGroup(click.Group):
@@ -50,7 +59,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="rsseg")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")
 @click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
               help="Show full tracebacks on errors.")
 def cli():

@@ -11,21 +11,53 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 
 
+def _parse_band_files(ctx, param, values):
+    """Each ``PATH[:BANDS]`` -> :class:`rsseg.raster.BandFile`."""
+    from ..raster import parse_band_file
+
+    try:
+        return tuple(parse_band_file(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _check_distinct_outputs(inputs, output, probs, vector) -> None:
+    """No output may overwrite an input (even with --overwrite), or another output."""
+    import os
+
+    seen = {os.path.realpath(path): "input" for path in inputs if path}
+    for path, option in ((output, "-o/--output"), (probs, "--probs"), (vector, "--vector")):
+        if path is None:
+            continue
+        other = seen.get(os.path.realpath(path))
+        if other:
+            raise click.BadParameter(f"{path} is also the {other} path", param_hint=option)
+        seen[os.path.realpath(path)] = option
+
+
 @click.command("predict", short_help="Predict a class raster (COG) for a scene.")
 @click.argument("input", metavar="INPUT")
-@click.option("-o", "--output", required=True, help="Class raster to write (Cloud-Optimized GeoTIFF).")
-@click.option("--model", "model_name", default="bafnet", show_default=True,
+@click.option("-o", "--output", required=True, metavar="PATH",
+              help="Class raster to write (Cloud-Optimized GeoTIFF).")
+@click.option("--model", "model_name", default="bafnet", show_default=True, metavar="NAME",
               help="Network name (see `rsseg models`).")
-@click.option("--weights", default=None,
+@click.option("--weights", default=None, metavar="PATH|random",
               help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
                    "Default: the weights bundled for --model.")
-@click.option("--bands", callback=parse_bands, default=None,
+@click.option("--bands", callback=parse_bands, default=None, metavar="1,2,3",
               help="1-based bands to read, repeats allowed (e.g. 1,1,1 for a pan image and an "
                    "RGB model). Default: all bands.")
+@click.option("--band-file", "band_files", multiple=True, callback=_parse_band_files,
+              metavar="PATH[:BANDS]",
+              help="Append bands from another file on the scene's grid, after --bands "
+                   "(repeatable; BANDS 1-based, e.g. ir.tif or rgbi.tif:4; default: all its "
+                   "bands). For inputs that come as separate files (RGB, IR, DSM).")
 @click.option("--dsm", type=click.Path(dir_okay=False), default=None,
-              help="One-band raster (e.g. a DSM) on the same grid, appended as the last band.")
+              help="One-band raster (e.g. a DSM) on the scene's grid, appended as the last band "
+                   "(same as a last --band-file PATH:1, named DSM).")
 @click.option("--align", is_flag=True,
-              help="Reproject --dsm onto the scene's grid on the fly when the grids differ.")
+              help="Reproject --band-file/--dsm files onto the scene's grid on the fly "
+                   "(WarpedVRT, bilinear) when their grids differ.")
 @click.option("--tile", type=click.IntRange(min=16), default=None,
               help=f"Window size in pixels. Default: the checkpoint's, else {DEFAULT_TILE}.")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
@@ -36,19 +68,20 @@ DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
               help="Windows per forward pass (1 is best on small CPUs; raise it on a GPU).")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto",
               show_default=True, help="Where the network runs.")
-@click.option("--probs", default=None,
+@click.option("--probs", default=None, metavar="PATH",
               help="Also write a confidence raster (uint8: max class probability * 255, 0 = no data).")
 @click.option("--backend", type=click.Choice(("torch", "onnx")), default="torch",
               show_default=True,
               help="Inference engine: torch, or onnx (ONNX Runtime) with --weights MODEL.onnx "
                    "from `rsseg export`, which then also gives the model, classes and bands.")
-@click.option("--vector", "vector", default=None,
+@click.option("--vector", "vector", default=None, metavar="PATH",
               help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
                    "with mean_confidence when --probs is given).")
 @seed_option
 @common_options
-def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap, blend,
-            batch_size, device, probs, backend, vector, seed, overwrite, progress, progress_json):
+def predict(input, output, model_name, weights, bands, band_files, dsm, align, tile, overlap,
+            blend, batch_size, device, probs, backend, vector, seed, overwrite, progress,
+            progress_json):
     """Predict land-cover classes for the GeoTIFF INPUT and write them to OUTPUT as a COG
     with the same CRS, transform and shape, a colour table, class names and nodata 255.
 
@@ -61,12 +94,13 @@ def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap
     import warnings
 
     from ..atomic import check_output_path
-    from ..inference import TorchPredictor, check_model_name, resolve_model
+    from ..inference import TorchPredictor, check_model_name, resolve_device, resolve_model
     from ..pipeline import predict_scene
     from ..progress import progress_mode
     from ..raster import Scene
 
     # Cheap checks first: nothing is read or computed before they pass.
+    _check_distinct_outputs([input, dsm] + [f.path for f in band_files], output, probs, vector)
     check_output_path(output, overwrite)
     if probs:
         check_output_path(probs, overwrite)
@@ -77,9 +111,10 @@ def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap
                                  "(see `rsseg export`)", param_hint="--weights")
     if backend == "torch":
         check_model_name(model_name)
+        torch_device = resolve_device(device)  # --device cuda without a GPU fails here
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scene = Scene(input, bands=bands, dsm=dsm, align=align)
+        scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
     for w in caught:
         click.echo(f"rsseg: warning: {w.message}", err=True)
     if backend == "onnx":
@@ -105,7 +140,8 @@ def predict(input, output, model_name, weights, bands, dsm, align, tile, overlap
         predictor = resolved.predictor
         predictor.check_tile(tile)
     else:
-        predictor = TorchPredictor(resolved.model, device, num_classes=resolved.classes.num_classes)
+        predictor = TorchPredictor(resolved.model, torch_device,
+                                   num_classes=resolved.classes.num_classes)
     predict_scene(input, output, predictor, resolved.normalization, classes=resolved.classes,
                   tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, probs=probs,
                   overwrite=overwrite, progress=progress_mode(progress, progress_json),
