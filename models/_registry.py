@@ -24,6 +24,7 @@ class ModelEntry:
     paper_config: dict[str, Any] = field(default_factory=dict)
     stride: int = 32  # inputs are padded to a multiple of this inside the network
     listed: bool = True  # False for helpers such as backbone-only classifiers
+    task: str = "segmentation"  # "classification": (N, classes) outputs, not per-pixel logits
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

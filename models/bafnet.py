@@ -18,8 +18,9 @@ params 6,384,379 (paper 6.4 M, -0.2 %); 12.22 GMACs at 1x3x512x512 counted with
 
 Any input size: the input is reflect-padded to a multiple of 32, the 1/8 map
 is padded per dimension to the 8x8 window inside ERAM, logits are cropped back.
-Batch 1 works in eval mode; in train mode the FAM's BatchNorm over the pooled
-(N, 256, 1, 1) vector needs N >= 2 (torch raises ValueError otherwise).
+Batch 1 works in eval mode, and in train mode too: the FAM's BatchNorm over the
+pooled (N, 256, 1, 1) vector (which makes the official code fail with N = 1)
+falls back to its running statistics for such a step.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from ._pretrained import load_renamed
 from ._registry import register_model
 from .layers.attention import WindowAttention, WindowProjection
+from .layers.conv import ConvBNAct
 from .layers.lka import ChannelLayerNorm, VanEncoder, van_official_key
 from .layers.mlp import PreNormResidual
 from .layers.padding import pad_to_multiple
@@ -42,8 +44,7 @@ HEADS = 4
 
 def conv_bn(in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1) -> nn.Sequential:
     """Conv (no bias) + BatchNorm, no activation: BAFNet's exchange/compression unit."""
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(out_ch))
+    return ConvBNAct(in_ch, out_ch, kernel_size, stride, act=None)
 
 
 class MultiScaleLocalAttention(nn.Module):
@@ -87,6 +88,22 @@ def rlab(dim: int = RL_WIDTH) -> PreNormResidual:
     return PreNormResidual(dim, RemoteLocalAttention(dim), mlp_ratio=4.0)
 
 
+class PooledBatchNorm(nn.BatchNorm2d):
+    """BatchNorm of a pooled (N, C, 1, 1) vector that also trains with a batch of one.
+
+    With N = 1 there is a single value per channel and no batch statistic (plain
+    BatchNorm raises); that step then normalises with the running statistics, as
+    in eval mode, and leaves them unchanged. Same parameters and buffers as
+    ``nn.BatchNorm2d``, so checkpoints are interchangeable.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class FeatureAggregation(nn.Module):
     """FAM: 1x1 conv-BN-ReLU on [semantic, remote-local], then an ECA channel gate (k=5) with BN."""
 
@@ -95,7 +112,7 @@ class FeatureAggregation(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch),
                                   nn.ReLU(inplace=True))
         self.eca = nn.Conv1d(1, 1, eca_kernel, padding=eca_kernel // 2, bias=False)
-        self.gate_bn = nn.BatchNorm2d(out_ch)
+        self.gate_bn = PooledBatchNorm(out_ch)
 
     def forward(self, semantic: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
         f = self.fuse(torch.cat([semantic, detail], dim=1))

@@ -509,15 +509,20 @@ def _register(variant: str) -> None:
     build_seg.__doc__ = (f"LWGANet-{variant.upper()} backbone + UNetFormer decoder (width 64, "
                          "window 8); ``aux_head=True`` adds the training-only auxiliary head.")
     register_model(f"lwganet_{variant}_cls", paper=_PAPER, listed=False, stride=32,
+                   task="classification",
                    paper_figures={"params_m": params, "gflops": gflops},
                    paper_config={"num_classes": 45, "in_channels": 3, "input": [224, 224]})(build_cls)
-    seg_figures = {}
     if variant == "l2":  # the paper reports segmentation for L2 only
         seg_figures = {"params_m": 12.58, "gflops": 50.3, "miou_uavid": 69.1, "miou_loveda": 53.6}
+        seg_config = {"num_classes": 8, "in_channels": 3, "input": [1024, 1024], "aux_head": True,
+                      "dataset": "UAVid / LoveDA"}
+    else:
+        seg_figures = {}
+        seg_config = {"note": f"no segmentation figures in the paper; its backbone figures are "
+                              f"those of lwganet_{variant}_cls ({params} M, {gflops} G at 224x224, "
+                              "45 classes)"}
     register_model(f"lwganet_{variant}", paper=_PAPER + "; decoder: UNetFormer, arXiv 2109.08937",
-                   stride=32, paper_figures=seg_figures,
-                   paper_config={"num_classes": 8, "in_channels": 3, "input": [1024, 1024],
-                                 "aux_head": True} if seg_figures else {})(build_seg)
+                   stride=32, paper_figures=seg_figures, paper_config=seg_config)(build_seg)
 
 
 for _variant in VARIANTS:

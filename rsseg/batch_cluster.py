@@ -42,8 +42,7 @@ def start_cluster(workers: int = 2, threads: int = 1, scheduler: str | None = No
             client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise RssegError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
-        info = client.scheduler_info()
-        nthreads = [w.get("nthreads", 1) for w in info.get("workers", {}).values()]
+        nthreads = list(client.nthreads().values())  # every worker (scheduler_info caps it)
         return ClusterInfo(client, None, client.dashboard_link, len(nthreads),
                            max(nthreads or [threads]))
     has_dashboard = importlib.util.find_spec("bokeh") is not None

@@ -175,14 +175,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if path.suffix.lower() == ".onnx":
         raise ModelError("this is an ONNX model, not a torch checkpoint; pass --backend onnx",
                          path)
+    if not _looks_like_torch_save(path):  # text, image, ...: say so, not "refused"
+        raise ModelError("not a checkpoint file (not a torch save file)", path)
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported operand" in str(exc):  # not a pickle at all (text, image, ...)
-            raise ModelError("not a checkpoint file (not a torch save file)", path) from None
         # weights_only refuses pickles that reference arbitrary code/classes.
         raise ModelError("refused: not a plain rsseg checkpoint (it would need to run code "
                          f"to load: {str(exc).splitlines()[0][:120]})", path) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for garbage input
         raise ModelError(f"not a checkpoint file ({type(exc).__name__})", path) from None
     return Checkpoint.from_dict(d, source=str(path))
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (or, legacy, a pickle starting with PROTO 0x80)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # let torch.load report it
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"

@@ -103,9 +103,12 @@ def check_model_name(name: str) -> None:
     from rsseg.models import model_entry
 
     try:
-        model_entry(name)
+        entry = model_entry(name)
     except KeyError as exc:
         raise ModelError(str(exc.args[0])) from None
+    if entry.task != "segmentation":
+        raise ModelError(f"model {name!r} is an image classifier (it checks a backbone's size), "
+                         "not a segmentation network; see `rsseg models`")
 
 
 def resolve_model(name: str, weights: str | os.PathLike | None, in_channels: int,

@@ -234,6 +234,10 @@ class ScenePair:
 
     def _check_prediction(self) -> None:
         dtype = self.pred.dtypes[0]
+        if self.pred.count != 1:
+            raise InputError(f"prediction has {self.pred.count} bands; a class raster has one "
+                             "band of class ids (is this the image rather than its classes?)",
+                             self.pred_path)
         if not _is_integer(dtype):
             raise InputError(f"prediction has {dtype} pixels; expected integer class ids "
                              "(a class raster such as rsseg predict writes)", self.pred_path)

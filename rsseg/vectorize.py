@@ -58,6 +58,8 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
     t0 = time.perf_counter()
     _check_arguments(connectivity, block_size, simplify, min_area)
     output = check_output_path(output_gpkg, overwrite)
+    # The style sidecar is an output too: never replace someone's .qml without --overwrite.
+    check_output_path(qml_sidecar_path(output), overwrite)
     with _open_class_raster(class_raster) as src, _open_probs(probs, src) as conf:
         from .vectorize_io import GpkgWriter, Measurer, read_class_scheme
         from . import qgis_style
@@ -98,6 +100,11 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
             "features": writer.count, "per_class": per_class, "blocks": blocks,
             "connectivity": connectivity, "block_size": block_size, "workers": workers,
             "seconds": round(time.perf_counter() - t0, 3), **extra}
+
+
+def qml_sidecar_path(output) -> Path:
+    """Where the QGIS style sidecar of ``output`` goes (``out.gpkg`` -> ``out.qml``)."""
+    return Path(output).with_suffix(".qml")
 
 
 def _check_arguments(connectivity, block_size, simplify, min_area) -> None:
@@ -145,8 +152,13 @@ def _open_probs(path, classes_src):
         return contextlib.nullcontext()
     src = _open_raster(path, "confidence raster")
     problem = None
-    if src.dtypes[0] != "uint8":
+    if src.count != 1:
+        problem = f"has {src.count} bands; a confidence raster has one (uint8, 0-255)"
+    elif src.dtypes[0] != "uint8":
         problem = f"band 1 is {src.dtypes[0]}; confidence must be uint8 (0-255)"
+    elif src.crs != classes_src.crs:
+        problem = (f"has CRS {src.crs.to_string() if src.crs else 'none'} but the class raster "
+                   f"has {classes_src.crs.to_string()}")
     elif (src.width, src.height) != (classes_src.width, classes_src.height):
         problem = (f"is {src.width}x{src.height} pixels but the class raster is "
                    f"{classes_src.width}x{classes_src.height}")

@@ -52,6 +52,8 @@ class Case:
     ok: Callable | None = None  # a documented success: checks the result instead
     exists: bool = False      # the first output exists beforehand (no --overwrite)
     marker: str | None = None  # a file whose existence would prove code ran
+    # (evil.pt is a raw pickle: refused as "not a checkpoint"; evil_zip.pt, saved by
+    # torch.save, as "refused: ... would need to run code". Neither runs its code.)
     extra: dict = field(default_factory=dict)
 
 
@@ -138,17 +140,21 @@ def output_cases(cmd: str, argv: Callable, name: str, what: str) -> list[Case]:
     ]
 
 
-def input_cases(cmd: str, argv: Callable, out: str) -> list[Case]:
-    """The four unreadable inputs: missing, empty, text named .tif, truncated GeoTIFF."""
-    return [Case(f"{cmd}/{key}", argv(f"{{{key}}}"), (f"{{{key}}}", problem), (out,))
-            for key, problem in (("missing", "not found"), ("empty", "not a"),
-                                 ("text", "not a"), ("truncated", ""))]
+def input_cases(cmd: str, argv: Callable, out: str, truncated: str) -> list[Case]:
+    """The four unreadable inputs: missing, empty, text named .tif, truncated GeoTIFF
+    (``truncated``: the truncated copy of the file the command expects)."""
+    return [Case(f"{cmd}/{name}", argv(f"{{{key}}}"), (f"{{{key}}}", problem), (out,))
+            for name, key, problem in (("missing", "missing", "not found"),
+                                       ("empty", "empty", "not a"), ("text", "text", "not a"),
+                                       ("truncated", truncated, "cannot read"))]
 
 
 def predict_cases() -> list[Case]:
     out = ("{out}/c.tif",)
     return [
-        *input_cases("predict", _predict, "{out}/c.tif"),
+        *input_cases("predict", _predict, "{out}/c.tif", "truncated"),
+        Case("predict/truncated-small", _predict("{truncated_scene}"),
+             ("{truncated_scene}", "cannot read"), out),
         Case("predict/no-crs", _predict("{nocrs}"), outputs=out, ok=no_crs_kept_grid),
         Case("predict/nan-inf", _predict("{nan_inf}"), outputs=out, ok=nan_inf_masked),
         Case("predict/all-nodata", _predict("{all_nodata}"), outputs=out, ok=all_nodata_out),
@@ -173,7 +179,7 @@ def predict_cases() -> list[Case]:
         Case("predict/not-a-checkpoint", _weights("{scene}", FAST_NET, "{not_ckpt}"),
              ("{not_ckpt}", "not a checkpoint"), out),
         Case("predict/pickle-runs-code", _weights("{scene}", FAST_NET, "{evil}"),
-             ("{evil}", "refused"), out, marker="PWNED"),
+             ("{evil}", "checkpoint"), out, marker="PWNED"),
         Case("predict/pickle-runs-code-zip", _weights("{scene}", FAST_NET, "{evil_zip}"),
              ("{evil_zip}", "refused"), out, marker="PWNED"),
         Case("predict/onnx-not-a-model", ("predict", "{scene}", "-o", "{out}/c.tif", "--backend",
@@ -189,7 +195,7 @@ def vectorize_cases() -> list[Case]:
 
     out = ("{out}/v.gpkg",)
     return [
-        *input_cases("vectorize", vec, "{out}/v.gpkg"),
+        *input_cases("vectorize", vec, "{out}/v.gpkg", "truncated_classes"),
         Case("vectorize/float-raster", vec("{float_raster}"), ("{float_raster}", "integer"), out),
         Case("vectorize/no-crs", vec("{classes_nocrs}"), ("{classes_nocrs}", "CRS"), out),
         Case("vectorize/all-nodata", vec("{classes_all_nodata}"), outputs=out, ok=polygons(0)),
@@ -207,8 +213,10 @@ def score_cases() -> list[Case]:
 
     out = ("{out}/r.json",)
     return [
-        *input_cases("score-prediction", lambda p: score(p), "{out}/r.json"),
-        *input_cases("score-label", lambda p: score("{classes}", p), "{out}/r.json"),
+        *input_cases("score-prediction", lambda p: score(p), "{out}/r.json",
+                      "truncated_classes"),
+        *input_cases("score-label", lambda p: score("{classes}", p), "{out}/r.json",
+                     "truncated_labels"),
         Case("score/label-other-grid", score("{classes}", "{labels_other_grid}"),
              ("{labels_other_grid}", "grid"), out),
         Case("score/label-unknown-values", score("{classes}", "{labels_unknown}"),
@@ -233,7 +241,7 @@ def export_cases() -> list[Case]:
         Case("export/empty", export("{empty}"), ("{empty}", "not a checkpoint"), out),
         Case("export/not-a-checkpoint", export("{not_ckpt}"), ("{not_ckpt}", "not a checkpoint"),
              out),
-        Case("export/pickle-runs-code", export("{evil}"), ("{evil}", "refused"), out,
+        Case("export/pickle-runs-code", export("{evil}"), ("{evil}", "checkpoint"), out,
              marker="PWNED"),
         Case("export/checkpoint-other-class-count", export("{ckpt_misfit}"),
              ("{ckpt_misfit}", "do not fit"), out),
@@ -253,7 +261,10 @@ def train_cases() -> list[Case]:
     return [
         Case("train/missing-image", _train("{missing}"), ("{missing}", "not found"), out),
         Case("train/text-image", _train("{text}"), ("{text}", "raster"), out),
-        Case("train/truncated-image", _train("{truncated}", "{labels}"), ("{truncated}",), out),
+        Case("train/truncated-image", _train("{truncated_scene}"),
+             ("{truncated_scene}", "cannot read"), out),
+        Case("train/truncated-label", _train("{scene}", "{truncated_labels}"),
+             ("{truncated_labels}", "cannot read"), out),
         Case("train/label-other-grid", _train("{scene}", "{labels_other_grid}"),
              ("{labels_other_grid}", "grid"), out),
         Case("train/label-unknown-values", _train("{scene}", "{labels_unknown}"),
@@ -285,7 +296,7 @@ def batch_cases() -> list[Case]:
              ("no_such_net", "unknown model"), ("{out}/b/scene.tif",)),
         Case("batch/pickle-runs-code", ("batch", "{scene}", "-o", "{out}/b", "--model", FAST_NET,
                                         "--weights", "{evil}", "--no-progress"),
-             ("{evil}", "refused"), ("{out}/b/scene.tif",), marker="PWNED"),
+             ("{evil}", "checkpoint"), ("{out}/b/scene.tif",), marker="PWNED"),
         Case("batch/output-parent-missing", batch("{scene}", "{out}/no_such_dir/b"),
              ("no_such_dir", "does not exist"), ("{out}/no_such_dir",)),
         Case("batch/output-read-only", batch("{scene}", "{ro}/b"), ("b",), ("{ro}/b",)),
@@ -422,7 +433,8 @@ def test_matrix(case, files, places, tmp_path, capfd, monkeypatch):
         RESULTS[case.id]["clear"] = True
         return
     clear, partial = _check_error(case, rc, err, outputs, before, fmt)
-    RESULTS[case.id] = {"error": True, "clear": clear, "partial": partial}
+    RESULTS[case.id] = {"error": True, "clear": clear, "partial": partial,
+                        "line": " | ".join(error_lines(err))}
     assert rc not in (0, None), "an error row exited 0"
     lines = error_lines(err)
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -510,6 +522,9 @@ def test_matrix_summary(request, places):
             f"{sum(r['clear'] for r in documented)}/{len(documented)} documented successes "
             f"as documented (read-only dir: {places.read_only.how}; disk full: "
             f"{places.full.how if places.full else 'ENOSPC injected into the raw writer'})")
+    if os.environ.get("RSSEG_MATRIX_TABLE") == "1":  # every row's stderr, for review
+        rows = [f"{k}: rc-line {v.get('line', '(documented success)')}" for k, v in RESULTS.items()]
+        line = "\n".join(rows + [line])
     request.config.rsseg_reliability_summary = line
     print("\n" + line)
     assert clear == len(errors) and partial == 0, line

@@ -21,7 +21,7 @@ from rsseg.synth import write_synthetic_scene
 from rsseg.training import TrainConfig, train
 
 TINY = "_test_demo_tiny"
-BUNDLED = ("bafnet", "baff_skipnet", "lsa_binet")
+BUNDLED = ("bafnet", "baff_skipnet", "lwganet_l0")
 
 
 @pytest.fixture(autouse=True)

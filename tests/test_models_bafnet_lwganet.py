@@ -101,10 +101,28 @@ def test_lwganet_trains_with_batch_one():
     assert model(torch.randn(1, 4, 130, 97)).shape == (1, 3, 130, 97)
 
 
-def test_bafnet_batch_one_training_is_refused_by_the_fam_batchnorm():
+def test_bafnet_trains_with_batch_one():
+    """The FAM's BatchNorm sees one value per channel with N = 1: that step normalises
+    with the running statistics (as eval does) instead of failing, and learns."""
+    torch.manual_seed(0)
     model = create_model("bafnet", in_channels=4, num_classes=3).train()
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
-        model(torch.randn(1, 4, 64, 64))
+    gate = model.fam.gate_bn
+    with torch.no_grad():
+        gate.running_mean.normal_()
+        gate.running_var.uniform_(0.5, 2.0)
+    stats = gate.running_mean.clone(), gate.running_var.clone()
+    x, y = torch.randn(1, 4, 64, 64), torch.randint(0, 3, (1, 64, 64))
+    logits = model(x)
+    assert logits.shape == (1, 3, 64, 64)
+    F.cross_entropy(logits, y).backward()
+    assert gate.weight.grad.abs().sum() > 0 and model.fam.eca.weight.grad.abs().sum() > 0
+    assert torch.equal(gate.running_mean, stats[0]) and torch.equal(gate.running_var, stats[1])
+    pooled = torch.randn(1, 256, 1, 1)
+    torch.testing.assert_close(gate(pooled), gate.eval()(pooled))
+    gate.train()
+    batch = torch.randn(3, 256, 1, 1)  # N > 1: ordinary batch statistics
+    torch.testing.assert_close(gate(batch), F.batch_norm(batch, None, None, gate.weight, gate.bias,
+                                                         True, 0.0, gate.eps))
 
 
 # ------------------------------------------------------------------ training

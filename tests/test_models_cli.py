@@ -56,6 +56,17 @@ def test_json_macs_of_known_networks(records):
     assert by_name["lsa_binet"]["macs_512"] == 13_120_697_792
     assert by_name["canet"]["macs_512"] == 9_745_825_792
     assert by_name["baff_skipnet"]["macs_512"] == 542_470_144
+    assert by_name["bafnet"]["macs_512"] == 12_221_875_456
+    assert by_name["lwganet_l0"]["macs_512"] == 3_145_900_544
+    assert by_name["lwganet_l2"]["macs_512"] == 12_067_396_224
+
+
+def test_json_params_of_bafnet_and_lwganet(records):
+    by_name = {r["name"]: r for r in records}
+    assert by_name["bafnet"]["params"] == 6_384_379
+    # The listed LWGANets are built without the training-only auxiliary head.
+    assert by_name["lwganet_l2"]["params"] == 12_544_662
+    assert by_name["lwganet_l2"]["paper_config"]["aux_head"] is True
 
 
 def test_names_select_networks_in_the_order_given():
@@ -80,6 +91,26 @@ def test_unknown_model_is_one_error_line_and_exit_1(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "unknown model 'no_such_net'" in err[0] and "canet" in err[0]
+
+
+def test_predict_refuses_a_backbone_classifier(tmp_path, capsys):
+    """``lwganet_l0_cls`` is registered (to check the backbone's size) but gives one
+    vector per image: predict must refuse it up front, not fail inside the pipeline."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    scene, out = tmp_path / "scene.tif", tmp_path / "classes.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=40, height=30, count=3, dtype="uint8",
+                       crs="EPSG:32632", transform=from_origin(500000, 5000000, 0.5, 0.5)) as ds:
+        ds.write(np.zeros((3, 30, 40), np.uint8))
+    assert model_entry("lwganet_l0_cls").task == "classification"
+    assert all(model_entry(n).task == "segmentation" for n in list_models())
+    code = run(["predict", str(scene), "--model", "lwganet_l0_cls", "--weights", "random",
+                "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "is an image classifier" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
 def test_models_is_listed_in_help():

@@ -54,3 +54,15 @@ def test_predict_vector_existing_output_is_refused_before_work(tiny_model, make_
                                  "-o", out, "--vector", gpkg, "--no-progress")]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert not out.exists() and gpkg.read_text() == "old"
+
+
+def test_predict_vector_existing_style_sidecar_is_refused_before_work(tiny_model, make_geotiff,
+                                                                      tmp_path, capsys):
+    scene = make_geotiff(np.zeros((3, 20, 20), np.uint8))
+    (tmp_path / "c.qml").write_text("my style")
+    out = tmp_path / "c.tif"
+    assert run([str(a) for a in ("predict", scene, "--model", MODEL, "--weights", "random",
+                                 "-o", out, "--vector", tmp_path / "c.gpkg",
+                                 "--no-progress")]) == 1
+    assert "c.qml" in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "c.qml").read_text() == "my style"

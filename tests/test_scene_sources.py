@@ -231,3 +231,13 @@ def test_gdal_validator_accepts_the_outputs(pick_model, make_geotiff, tmp_path):
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "is a valid cloud optimized GeoTIFF" in check.stdout
+
+
+def test_cli_all_nodata_scene_warns_and_writes_nodata(pick_model, make_geotiff, tmp_path, capsys):
+    scene = make_geotiff(np.zeros((3, 50, 70), np.uint8), nodata=0)
+    out = tmp_path / "out.tif"
+    assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o", out,
+                 "--tile", 32, "--no-progress") == 0
+    assert "every pixel read is nodata" in capsys.readouterr().err
+    with rasterio.open(out) as ds:
+        assert (ds.read(1) == 255).all() and ds.shape == (50, 70)

@@ -211,6 +211,26 @@ def test_unknown_index_values_fail_unless_ignored(tmp_path):
     assert report["counts"]["unknown_label"]["first_values"] == [{"value": 9, "pixels": 7}]
 
 
+def test_ignore_index_other_than_255_is_skipped_and_counted(tmp_path, capsys):
+    label, pred = random_pair((40, 30), seed=19)
+    label[label == 255] = 6  # this label marks unlabelled pixels with 6
+    write(tmp_path / "pred.tif", pred)
+    write(tmp_path / "label.tif", label)
+    with pytest.raises(InputError, match="e.g. 6"):
+        score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
+    report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif", ignore_index=6)
+    np.testing.assert_array_equal(report["confusion_matrix"],
+                                  confusion_matrix(label, pred, 6, ignore_index=6))
+    assert report["counts"]["label_ignored"] == (label == 6).sum() > 0
+    assert report["settings"]["ignore_index"] == 6
+    code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif",
+                        "--ignore-index", "6", "--no-progress", "--json", tmp_path / "r.json"],
+                       capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["confusion_matrix"] == \
+        report["confusion_matrix"]
+
+
 # ---- erosion --------------------------------------------------------------------------------
 
 def brute_force_boundary(labels, radius, shape):
@@ -346,10 +366,12 @@ def test_bad_inputs_fail_with_one_line_and_no_partial_reports(tmp_path, capsys):
     write(tmp_path / "label.tif", label)
     write(tmp_path / "float.tif", pred.astype(np.float32))
     (tmp_path / "notes.tif").write_text("not a raster")
+    write(tmp_path / "rgb.tif", np.stack([pred] * 3))  # an image, not a class raster
     cases = {
         "missing.tif": "file not found",
         "notes.tif": "not a raster",
         "float.tif": "float32 pixels",
+        "rgb.tif": "prediction has 3 bands",
     }
     for name, problem in cases.items():
         args = ["score", tmp_path / name, tmp_path / "label.tif", "--no-progress",
@@ -360,7 +382,7 @@ def test_bad_inputs_fail_with_one_line_and_no_partial_reports(tmp_path, capsys):
         assert problem in err and name in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == \
-            ["float.tif", "label.tif", "notes.tif", "pred.tif"]
+            ["float.tif", "label.tif", "notes.tif", "pred.tif", "rgb.tif"]
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):

@@ -211,6 +211,32 @@ def test_probs_on_another_grid_is_rejected(tmp_path):
     assert not (tmp_path / "o.gpkg").exists()
 
 
+def test_probs_with_another_crs_or_several_bands_is_rejected(tmp_path):
+    src = write_classes(tmp_path / "c.tif", blobby((40, 40), 1))
+    other_crs = write_classes(tmp_path / "crs.tif", np.zeros((40, 40), np.uint8), nodata=None,
+                              crs="EPSG:32633")
+    with pytest.raises(InputError, match="crs.tif: has CRS EPSG:32633"):
+        vectorize_raster(src, tmp_path / "o.gpkg", probs=other_crs, progress="off")
+    bands = tmp_path / "bands.tif"
+    with rasterio.open(bands, "w", driver="GTiff", width=40, height=40, count=6, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM) as ds:
+        ds.write(np.zeros((6, 40, 40), np.uint8))
+    with pytest.raises(InputError, match="bands.tif: has 6 bands"):
+        vectorize_raster(src, tmp_path / "o.gpkg", probs=bands, progress="off")
+    assert not (tmp_path / "o.gpkg").exists() and not (tmp_path / "o.qml").exists()
+
+
+def test_existing_style_sidecar_is_not_replaced_without_overwrite(tmp_path, capsys):
+    src = write_classes(tmp_path / "c.tif", blobby((20, 20), 1))
+    (tmp_path / "o.qml").write_text("my own style")
+    rc, err = _cli([src, "-o", tmp_path / "o.gpkg"], capsys)
+    assert rc == 1 and "o.qml" in err[0] and "--overwrite" in err[0]
+    assert (tmp_path / "o.qml").read_text() == "my own style"
+    assert not (tmp_path / "o.gpkg").exists()
+    rc, _ = _cli([src, "-o", tmp_path / "o.gpkg", "--overwrite"], capsys)
+    assert rc == 0 and "categorizedSymbol" in (tmp_path / "o.qml").read_text()
+
+
 def test_classes_filter_and_names_from_predict_tags(tmp_path):
     arr = blobby((70, 80), 5, n_classes=3)
     names = ["water", "field", "building"]
@@ -296,6 +322,24 @@ def test_min_area_merges_small_polygons_into_neighbours(tmp_path):
     assert shapely.union_all(geoms).area == pytest.approx(arr.size * PIXEL ** 2, rel=1e-12)
     assert gdf.area_m2.sum() == pytest.approx(arr.size * PIXEL ** 2, rel=1e-12)
     assert summary["removed_isolated"] == 0
+
+
+def test_clean_up_of_8_connected_multipolygons_keeps_the_coverage(tmp_path):
+    arr = blobby((64, 80), 14)
+    src = write_classes(tmp_path / "c.tif", arr)
+    for options in ({"simplify": 1.0}, {"min_area": 3.0}):
+        out = tmp_path / f"{next(iter(options))}.gpkg"
+        vectorize_raster(src, out, connectivity=8, block_size=16, progress="off", **options)
+        gdf = read_layer(out)
+        geoms = np.asarray(gdf.geometry)
+        assert shapely.is_valid(geoms).all()
+        assert pairwise_overlap_area(geoms) == pytest.approx(0.0, abs=1e-6)
+        union = shapely.union_all(geoms)
+        assert union.geom_type == "Polygon" and len(union.interiors) == 0
+        assert union.area == pytest.approx(arr.size * PIXEL ** 2, rel=1e-9)
+        if "min_area" in options:
+            assert gdf.area_m2.min() >= 3.0
+            assert len(gdf) < len(reference(arr, 8))
 
 
 def test_cli_simplify_and_min_area_together(tmp_path):

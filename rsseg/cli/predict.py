@@ -105,7 +105,10 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     if probs:
         check_output_path(probs, overwrite)
     if vector:
+        from ..vectorize import qml_sidecar_path
+
         check_output_path(vector, overwrite)
+        check_output_path(qml_sidecar_path(vector), overwrite)
     if backend == "onnx" and weights in (None, "random"):
         raise click.BadParameter("--backend onnx needs an exported model: --weights MODEL.onnx "
                                  "(see `rsseg export`)", param_hint="--weights")
@@ -142,10 +145,13 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     else:
         predictor = TorchPredictor(resolved.model, torch_device,
                                    num_classes=resolved.classes.num_classes)
-    predict_scene(input, output, predictor, resolved.normalization, classes=resolved.classes,
-                  tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, probs=probs,
-                  overwrite=overwrite, progress=progress_mode(progress, progress_json),
-                  scene=scene)
+    result = predict_scene(input, output, predictor, resolved.normalization,
+                           classes=resolved.classes, tile=tile, overlap=overlap, blend=blend,
+                           batch_size=batch_size, probs=probs, overwrite=overwrite,
+                           progress=progress_mode(progress, progress_json), scene=scene)
+    if result.windows and result.skipped == result.windows:
+        click.echo(f"rsseg: warning: {input}: every pixel read is nodata; the output is all "
+                   "nodata (255)", err=True)
     if vector:
         from ..vectorize import vectorize_raster
 
