@@ -64,9 +64,9 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
         # Whatever failed (GDAL, SQLite, torch.save), a full disk is the cause to report.
         if _disk_full(final.parent, exc):
             raise OutputError(DISK_FULL, final) from exc
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not _from_gdal(exc):
             raise OutputError(f"cannot write output: {exc.strerror or exc}", final) from exc
-        raise
+        raise  # GDAL's errors name their file themselves (often an input being read)
     except BaseException:
         _cleanup(tmp)
         raise
@@ -101,6 +101,10 @@ def _check_complete(tmp: Path, final: Path) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure means an unreadable output
             raise OutputError("the written raster cannot be read back (incomplete write: "
                               f"{' '.join(str(exc).split())[:160]})", final) from exc
+
+
+def _from_gdal(exc: BaseException) -> bool:
+    return (type(exc).__module__ or "").startswith(("rasterio", "pyogrio", "fiona"))
 
 
 def _disk_full(directory: Path, exc: BaseException | None = None) -> bool:

@@ -13,8 +13,10 @@ tracer freezes Python-level decisions taken on the trace input's sizes (reflect
 or replicate padding of tiny feature maps, for instance), so the trace input is
 chosen large enough that every such decision goes the way it goes for real
 tiles, and the exported graph is then checked against torch at two sizes and
-two batch sizes. A network whose graph fails that check is exported again with
-a fixed spatial size (the tile); batch stays dynamic.
+two batch sizes, and probed at smaller sizes for the smallest input it still
+reproduces (``min_size`` in the metadata; the predictor pads smaller windows up).
+A network whose graph fails the check, or whose ``min_size`` exceeds the tile,
+is exported again with a fixed spatial size (the tile); batch stays dynamic.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ MIN_TRACE_SIDE = 64  # LSA-BiNet's SoftPool needs 56 px; keep a margin for every
 # window attention (8 px windows) and LWGANet's blur pool not to fall back to replicate.
 MIN_DEEPEST_SIDE = 5
 # Square sizes tried, largest first, to find how small an input the dynamic graph takes.
-PROBE_SIDES = (160, 128, 96, 80, 64, 48, 32, 24, 16)
+PROBE_SIDES = (160, 128, 96, 80, 64)
 
 
 @dataclass

@@ -49,7 +49,7 @@ class Progress:
             else:
                 self._bar = tqdm(total=self.total, desc=task, unit=unit, dynamic_ncols=True,
                                  file=sys.stderr)
-                self._scale = 1.0
+                self._scale = 1  # int: tqdm then shows whole counts (5/8, not 5.0/8)
         elif mode == "json":
             self._emit({"event": "start", "task": task, "total": self.total, "unit": unit})
 

@@ -41,6 +41,49 @@ class _Source:
     warp_to: dict | None = None  # WarpedVRT keyword arguments (--align)
 
 
+def open_complete(path: str | os.PathLike):
+    """``rasterio.open`` that also refuses a GeoTIFF cut short (see :func:`truncation_problem`).
+
+    Every command's raster opener goes through here, so a truncated copy is
+    reported when it is opened, naming the file, not as a read error midway.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = rasterio.open(path)
+    problem = truncation_problem(ds)
+    if problem:  # the warnings (e.g. "no geotransform") are consequences: drop them
+        ds.close()
+        raise InputError(problem, path)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return ds
+
+
+def truncation_problem(ds) -> str | None:
+    """Why ``ds`` is a truncated GeoTIFF (e.g. an interrupted copy), or None.
+
+    GDAL opens such a file when its header survived and fails only when it
+    reaches the missing blocks. The last block of the first and last band
+    (the end of the image data in every layout GDAL writes, COGs included)
+    must lie inside the file.
+    """
+    if ds.driver != "GTiff" or not os.path.isfile(ds.name):
+        return None
+    rows = -(-ds.height // ds.block_shapes[0][0])
+    cols = -(-ds.width // ds.block_shapes[0][1])
+    end = 0
+    for band in {1, ds.count}:
+        offset = ds.get_tag_item(f"BLOCK_OFFSET_{cols - 1}_{rows - 1}", "TIFF", bidx=band)
+        size = ds.get_tag_item(f"BLOCK_SIZE_{cols - 1}_{rows - 1}", "TIFF", bidx=band)
+        if offset and size:
+            end = max(end, int(offset) + int(size))
+    actual = os.path.getsize(ds.name)
+    if end > actual:
+        return (f"the file is truncated: its image data ends at byte {end} but the file has "
+                f"{actual} bytes (an interrupted copy or download?)")
+    return None
+
+
 def _open_raster(path: str | os.PathLike, role: str = "input"):
     path = Path(path)
     if not path.exists():
@@ -48,7 +91,7 @@ def _open_raster(path: str | os.PathLike, role: str = "input"):
     if path.is_dir():
         raise InputError(f"{role} is a directory, not a raster", path)
     try:
-        return rasterio.open(path)
+        return open_complete(path)
     except RasterioIOError as exc:
         first = " ".join(str(exc).split())[:160]
         raise InputError(f"not a raster GDAL can read ({first})", path) from None

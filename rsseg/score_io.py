@@ -74,8 +74,10 @@ def open_raster(path: str | os.PathLike, role: str):
         raise InputError(f"{role} file not found", path)
     if path.is_dir():
         raise InputError(f"{role} is a directory, not a raster", path)
+    from .raster import open_complete
+
     try:
-        return rasterio.open(path)
+        return open_complete(path)
     except RasterioIOError as exc:
         raise InputError(f"{role} is not a raster GDAL can read ({_one_line(exc)})", path) from exc
 

@@ -123,8 +123,10 @@ def _open_raster(path, what: str):
 
     if not str(path).startswith("/vsi") and not Path(path).exists():
         raise InputError(f"{what} not found", path)
+    from .raster import open_complete
+
     try:
-        return rasterio.open(path)
+        return open_complete(path)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"not a readable raster ({' '.join(str(exc).split())})", path) from exc
 

@@ -50,6 +50,25 @@ def _truncated_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _corrupt_copy(src: Path, dst: Path) -> Path:
+    """A deflate-compressed copy whose last block's bytes are garbage (same size: not truncated)."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        profile = dict(ds.profile, compress="deflate", tiled=True, blockxsize=16, blockysize=16)
+        data = ds.read()
+        band, last = ds.count, f"{-(-ds.width // 16) - 1}_{-(-ds.height // 16) - 1}"
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+    with rasterio.open(dst) as ds:
+        offset = int(ds.get_tag_item(f"BLOCK_OFFSET_{last}", "TIFF", bidx=band))
+        size = int(ds.get_tag_item(f"BLOCK_SIZE_{last}", "TIFF", bidx=band))
+    raw = bytearray(dst.read_bytes())
+    raw[offset:offset + size] = b"\xff" * size
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
 def _checkpoints(d: Path) -> dict[str, Path]:
     import torch
 
@@ -151,6 +170,8 @@ def make_class_rasters(d: Path, f: dict[str, Path]) -> None:
     # Truncated copies whose headers still open: the damage shows only when pixels are read.
     for name in ("scene", "labels", "classes"):
         f[f"truncated_{name}"] = _truncated_copy(f[name], d / f"truncated_{name}.tif")
+    f["corrupt_scene"] = _corrupt_copy(f["scene"], d / "corrupt_scene.tif")
+    f["corrupt_classes"] = _corrupt_copy(f["classes"], d / "corrupt_classes.tif")
     f["probs_other_grid"] = d / "probs_other_grid.tif"
     assert run(["predict", str(f["small"]), "-o", str(d / "_c.tif"), "--probs",
                 str(f["probs_other_grid"]), *fast]) == 0

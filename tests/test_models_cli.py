@@ -98,11 +98,11 @@ def test_predict_refuses_a_backbone_classifier(tmp_path, capsys):
     vector per image: predict must refuse it up front, not fail inside the pipeline."""
     import numpy as np
     import rasterio
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     scene, out = tmp_path / "scene.tif", tmp_path / "classes.tif"
     with rasterio.open(scene, "w", driver="GTiff", width=40, height=30, count=3, dtype="uint8",
-                       crs="EPSG:32632", transform=from_origin(500000, 5000000, 0.5, 0.5)) as ds:
+                       crs="EPSG:32632", transform=Affine(0.5, 0, 500000, 0, -0.5, 5000000)) as ds:
         ds.write(np.zeros((3, 30, 40), np.uint8))
     assert model_entry("lwganet_l0_cls").task == "classification"
     assert all(model_entry(n).task == "segmentation" for n in list_models())

@@ -317,6 +317,13 @@ def test_grid_mismatch_fails_naming_both_files(tmp_path, capsys):
     assert "pred.tif" in msg and "label.tif" in msg and "transform" in msg and "--align" in msg
     with pytest.raises(InputError, match="CRS EPSG:32632 vs EPSG:32633"):
         score_rasters(tmp_path / "pred.tif", tmp_path / "label_crs.tif")
+    write(tmp_path / "label_small.tif", label[:30, :31])  # same origin and pixel size
+    with pytest.raises(InputError, match="size 32x32 vs 31x30"):
+        score_rasters(tmp_path / "pred.tif", tmp_path / "label_small.tif")
+    aligned = score_rasters(tmp_path / "pred.tif", tmp_path / "label_small.tif", align=True)
+    cropped = np.full_like(label, 255)
+    cropped[:30, :31] = label[:30, :31]
+    np.testing.assert_array_equal(aligned["confusion_matrix"], confusion_matrix(cropped, pred, 6))
     code, _, err_text = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif",
                              "--no-progress"], capsys)
     assert code == 1 and len(err_text.strip().splitlines()) == 1 and "--align" in err_text

@@ -15,6 +15,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 
 import click
 
@@ -84,6 +85,11 @@ def main(argv=None) -> None:
     debug = _debug_requested(argv)
     if debug:
         os.environ["RSSEG_DEBUG"] = "1"
+    else:
+        # GDAL prints its own warnings ("Warning 1: TIFFReadDirectory: ...") on stderr; errors
+        # that matter reach us as exceptions. Keep stderr to rsseg's lines (--debug shows all).
+        os.environ.setdefault("CPL_LOG", os.devnull)
+        warnings.showwarning = _one_line_warning
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (embedded use)
@@ -113,8 +119,11 @@ def run(argv, debug: bool = False) -> int:
         _fail(f"error: {exc}", debug)
         return 1
     except OSError as exc:
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        _fail(f"error: {where}{exc.strerror or exc}", debug)
+        msg = _rasterio_message(exc)  # rasterio's I/O errors are OSErrors too
+        if msg is None:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            msg = f"{where}{exc.strerror or exc}"
+        _fail(f"error: {msg}", debug)
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         msg = _rasterio_message(exc)
@@ -129,8 +138,16 @@ def run(argv, debug: bool = False) -> int:
 def _rasterio_message(exc: Exception) -> str | None:
     mod = type(exc).__module__ or ""
     if mod.startswith(("rasterio", "pyogrio", "fiona")):
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and "previous exception" in str(exc):
+            exc = cause  # rasterio's "Read failed. See previous exception": GDAL's own words
         return _one_line(exc)
     return None
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one ``rsseg: warning:`` line (no source line; --debug shows it)."""
+    click.echo(f"rsseg: warning: {_one_line(message)}", err=True)
 
 
 def _one_line(exc: BaseException) -> str:

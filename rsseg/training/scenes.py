@@ -63,10 +63,12 @@ def pair_scenes(images: Sequence[str], labels: Sequence[str],
 def _open(path: str):
     import rasterio
 
+    from ..raster import open_complete
+
     if not Path(path).exists():
         raise InputError("file not found", path)
     try:
-        return rasterio.open(path)
+        return open_complete(path)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read as a raster ({' '.join(str(exc).split())[:160]})",
                          path) from None
