@@ -56,6 +56,10 @@ class Case:
     # torch.save, as "refused: ... would need to run code". Neither runs its code.)
     process: bool = False     # run ``rsseg`` as a subprocess (GDAL prints from C there too)
 
+    def __post_init__(self):
+        if not all(isinstance(v, tuple) for v in (self.argv, self.says, self.outputs)):
+            raise TypeError(f"{self.id}: argv, says and outputs must be tuples")
+
 
 def _predict(src, out="{out}/c.tif", *more):
     return ("predict", src, "-o", out, *PREDICT_FAST, *more)
@@ -187,7 +191,7 @@ def predict_cases() -> list[Case]:
              ("{evil_zip}", "refused"), out, marker="PWNED"),
         Case("predict/onnx-not-a-model", ("predict", "{scene}", "-o", "{out}/c.tif", "--backend",
                                           "onnx", "--weights", "{not_onnx}", "--no-progress"),
-             ("{not_onnx}"), out),
+             ("{not_onnx}", "ONNX"), out),
         *output_cases("predict", lambda o: _predict("{scene}", o), "c.tif"),
     ]
 

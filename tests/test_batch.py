@@ -6,8 +6,11 @@ One batch run over a 2x2 mosaic plus a corrupt tile is shared by several tests
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,10 +109,12 @@ def mosaic_run(tmp_path_factory):
     assert rsseg("predict", whole, "-o", reference, "--no-progress", *MODEL) == 0
     out = root / "out"
     t0 = time.perf_counter()
-    status = rsseg("batch", root / "city" / "*.tif", "-o", out, "--workers", 2, "--vector",
-                   "--no-progress", *MODEL)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = rsseg("batch", root / "city" / "*.tif", "-o", out, "--workers", 2, "--vector",
+                       "--no-progress", *MODEL)
     return dict(root=root, tiles=tiles, bad=bad, reference=reference, out=out, status=status,
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, stderr=stderr.getvalue().splitlines())
 
 
 def test_batch_tiles_equal_whole_mosaic_prediction(mosaic_run):
@@ -149,6 +154,14 @@ def test_failing_tile_is_reported_while_the_others_finish(mosaic_run):
     assert tiles[bad]["attempts"] == 2  # retried once
     assert bad in tiles[bad]["error"] and "TIFFReadEncodedTile" in tiles[bad]["error"]
     assert not (out / "broken.tif").exists()
+    # the summary on stderr says what was done and what failed, and why
+    err = mosaic_run["stderr"]
+    summary = [line for line in err if line.startswith("rsseg: batch:")]
+    assert len(summary) == 1, err
+    assert summary[0].startswith("rsseg: batch: 4 tile(s) predicted, 0 already done, 1 failed")
+    failed = [line for line in err if line.startswith("rsseg: failed:")]
+    assert len(failed) == 1 and failed[0].startswith(f"rsseg: failed: {bad}: ")
+    assert "TIFFReadEncodedTile" in failed[0]
     for tile in mosaic_run["tiles"]:
         entry = tiles[str(tile)]
         assert entry["status"] == "done" and entry["attempts"] == 1
@@ -165,6 +178,9 @@ def test_workers_load_the_model_once_and_share_the_work(mosaic_run):
     assert len(loads_by_pid) <= 2 and os.getpid() not in loads_by_pid
     assert set(loads_by_pid.values()) == {1}  # each worker built the network once
     assert all(t["threads"] == 1 for t in done)
+    # the cluster and its dashboard link are announced when the job starts
+    started = [line for line in mosaic_run["stderr"] if "local cluster: 2 worker(s)" in line]
+    assert len(started) == 1 and re.search(r"dashboard: http://\S+/status", started[0]), started
 
 
 def test_merged_geopackage_dissolves_polygons_across_tile_borders(mosaic_run):
@@ -313,3 +329,72 @@ def test_predict_region_equals_the_whole_scene_cut(tmp_path):
         np.testing.assert_array_equal(read(tmp_path / "rp.tif"), fullp[r0:r0 + h, c0:c0 + w])
     with pytest.raises(InputError, match="not inside"):
         predict_scene(scene, tmp_path / "x.tif", predictor, region=(100, 0, 71, 10), **kw)
+
+
+def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
+    """--scheduler ADDRESS: the job runs on that cluster's workers, which it leaves running."""
+    from distributed import Client, LocalCluster
+
+    city = tmp_path / "city"
+    city.mkdir()
+    for tile in mosaic_run["tiles"]:  # the same 2x2 mosaic, without the corrupt tile
+        (city / tile.name).write_bytes(tile.read_bytes())
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None, host="127.0.0.1") as cluster:
+        worker = next(iter(cluster.scheduler.workers))
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            status = rsseg("batch", city / "*.tif", "-o", out, "--scheduler",
+                           cluster.scheduler_address, "--no-progress", *MODEL)
+        assert status == 0, stderr.getvalue()
+        assert f"cluster at {cluster.scheduler_address}: 1 worker(s)" in stderr.getvalue()
+        tiles = load_manifest(out)["tiles"]
+        assert {t["worker"] for t in tiles.values()} == {worker}
+        assert load_manifest(out)["runs"][0]["scheduler"] == cluster.scheduler_address
+        with Client(cluster) as client:  # still up: the job only disconnected
+            assert list(client.nthreads()) == [worker]
+            assert client.submit(sum, [1, 2]).result() == 3
+    for tile in mosaic_run["tiles"]:
+        np.testing.assert_array_equal(read(out / tile.name), read(mosaic_run["out"] / tile.name))
+
+
+def test_sigint_stops_cleanly(mosaic_run, tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-run: exit 130, one
+    line on stderr, workers gone, no temporary file left, finished tiles recorded."""
+    import psutil
+
+    city = tmp_path / "city"
+    tiles = write_mosaic_tiles(city)
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", "from rsseg.cli import main; main()", "batch",
+            str(city / "*.tif"), "-o", str(out), "--workers", "2", "--no-progress", *MODEL]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    children, recorded = [], {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True) or children
+            recorded = load_manifest(out)["tiles"]
+        except (OSError, ValueError, KeyError, psutil.Error):
+            recorded = {}
+        if recorded:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    assert recorded and len(recorded) < len(tiles), "no tile was running at the interrupt"
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert lines[-1] == "rsseg: interrupted" and "Traceback" not in err, err
+    psutil.wait_procs(children, timeout=30)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert partial_files(out) == []
+    after = load_manifest(out)["tiles"]
+    assert after and all(entry["status"] == "done" for entry in after.values())
+    for key in after:
+        name = Path(key).name
+        np.testing.assert_array_equal(read(out / name), read(mosaic_run["out"] / name))
+    assert sorted(p.name for p in out.glob("*.tif")) == sorted(Path(k).name for k in after)

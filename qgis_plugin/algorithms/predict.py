@@ -36,6 +36,8 @@ class PredictAlgorithm(RssegAlgorithm):
             "polygons (GeoPackage).\n\n"
             "Weights: leave empty for the weights bundled with rsseg, choose a checkpoint "
             "file, or type 'random' for an untrained network (testing only).\n"
+            "DSM: a one-band surface model appended as the last input band, for networks "
+            "trained with one; resampled onto the orthophoto's grid when its grid differs.\n"
             "Tile and overlap are in pixels; larger tiles are faster but use more memory.\n\n"
             "Runs the rsseg program configured in Processing > Options > Providers > rsseg.")
 
@@ -97,7 +99,10 @@ class PredictAlgorithm(RssegAlgorithm):
             args += ["--weights", weights]
         dsm = self.raster_path(parameters, self.DSM, context, optional=True)
         if dsm:
-            args += ["--dsm", dsm]
+            # A DSM rarely shares the orthophoto's grid (other resolution or extent): rsseg
+            # resamples it onto the scene's grid then (bilinear); on the same grid it is
+            # read as it is.
+            args += ["--dsm", dsm, "--align"]
         if vector:
             args += ["--vector", vector]
         self.run_cli("predict", args, feedback)

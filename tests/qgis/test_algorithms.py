@@ -10,9 +10,9 @@ from qgis.core import (QgsProcessingException, QgsProcessingFeedback,
                        QgsProject, QgsRasterLayer, QgsVectorLayer)
 
 import processing
-from osgeo import gdal
-from qgis_helpers import (EPSG, class_pattern, grid, make_scene, predict_params, read_band,
-                          run_cli, write_classes_like)
+from osgeo import gdal, osr
+from qgis_helpers import (EPSG, MODEL, ORIGIN, OVERLAP, PIXEL, TILE, class_pattern, grid,
+                          make_scene, predict_params, read_band, run_cli, write_classes_like)
 
 
 class RecordingFeedback(QgsProcessingFeedback):
@@ -23,6 +23,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.progress = []
         self.infos = []
         self.debug = []
+        self.commands = []
         self.cancel_after_progress = cancel_after_progress
         self.progressChanged.connect(self._on_progress)
 
@@ -38,6 +39,10 @@ class RecordingFeedback(QgsProcessingFeedback):
     def pushDebugInfo(self, info):  # noqa: N802
         self.debug.append(info)
         super().pushDebugInfo(info)
+
+    def pushCommandInfo(self, info):  # noqa: N802
+        self.commands.append(info)
+        super().pushCommandInfo(info)
 
 
 @pytest.fixture(scope="module")
@@ -254,14 +259,51 @@ def test_rsseg_error_becomes_the_algorithm_error(provider, scene, tmp_path):
     assert not out.exists()
 
 
-def test_dsm_reaches_rsseg(provider, scene, tmp_path):
-    # A DSM off the scene's grid: rsseg's own check answers, naming the DSM file.
-    dsm = make_scene(tmp_path / "dsm_small.tif", width=100, height=80, bands=1)
+def write_dsm(path, pixel, crs=True):
+    """A one-band float32 surface (metres) over the scene's extent at ``pixel`` metres."""
+    width, height = int(300 * PIXEL / pixel), int(200 * PIXEL / pixel)
+    yy, xx = np.mgrid[0:height, 0:width]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, 1, gdal.GDT_Float32)
+    ds.SetGeoTransform((ORIGIN[0], pixel, 0.0, ORIGIN[1], 0.0, -pixel))
+    if crs:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(EPSG)
+        ds.SetProjection(srs.ExportToWkt())
+    ds.GetRasterBand(1).WriteArray((250.0 + 8.0 * ((xx // 10 + yy // 10) % 2)).astype("float32"))
+    ds.FlushCache()
+    ds = None
+    return str(path)
+
+
+def test_dsm_reaches_rsseg_resampled_onto_the_scene_grid(provider, scene, cli_prediction,
+                                                         rsseg_exe, tmp_path):
+    """A DSM at 1 m beside a 0.5 m orthophoto (the usual case): the plugin passes it with
+    --align, and its class raster is what `rsseg predict --dsm --align` writes."""
+    dsm = write_dsm(tmp_path / "dsm_1m.tif", pixel=1.0)
+    reference = tmp_path / "cli.tif"
+    run_cli(rsseg_exe, "predict", scene, "--model", MODEL, "--weights", "random", "--tile",
+            TILE, "--overlap", OVERLAP, "--dsm", dsm, "--align", "-o", reference)
+    out = tmp_path / "plugin.tif"
+    feedback = RecordingFeedback()
+    result = processing.run("rsseg:predict", predict_params(scene, out, DSM=dsm),
+                            feedback=feedback)
+    assert result["OUTPUT"] == str(out)
+    np.testing.assert_array_equal(read_band(out), read_band(reference))
+    assert grid(out) == grid(scene)
+    # the DSM made a difference: a 4-band input, not the 3-band prediction
+    assert not np.array_equal(read_band(out), read_band(cli_prediction))
+    assert any("--dsm" in info and "--align" in info for info in feedback.commands), \
+        feedback.commands
+
+
+def test_dsm_rsseg_cannot_use_is_its_error(provider, scene, tmp_path):
+    # No CRS: rsseg cannot place the DSM on the scene; its own message names the file.
+    dsm = write_dsm(tmp_path / "dsm_nocrs.tif", pixel=1.0, crs=False)
     out = tmp_path / "never.tif"
     with pytest.raises(QgsProcessingException) as info:
         processing.run("rsseg:predict", predict_params(scene, out, DSM=dsm))
     message = str(info.value)
-    assert message.startswith("rsseg: error:") and "dsm_small.tif" in message, message
+    assert message.startswith("rsseg: error:") and "dsm_nocrs.tif" in message, message
     assert not out.exists()
 
 
