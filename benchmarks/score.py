@@ -105,7 +105,7 @@ def main() -> None:
     from rsseg.metrics import confusion_matrix
     from rsseg.score import score_rasters
 
-    size, mpx = args.size, args.size * args.size / 1e6
+    size = args.size
     label, pred = synthetic_maps(size)
     with tempfile.TemporaryDirectory(prefix="rsseg-bench-score-") as tmp:
         tmp = Path(tmp)

@@ -66,6 +66,11 @@ class Progress:
                 self._emit({"event": "progress", "task": self.task, "done": self.done,
                             "total": self.total, "fraction": round(frac, 4)})
 
+    def set_status(self, text: str) -> None:
+        """Show a short live status (e.g. the running loss) beside the bar."""
+        if self._bar is not None:
+            self._bar.set_description(text, refresh=False)
+
     def log(self, message: str) -> None:
         if self.mode == "json":
             self._emit({"event": "log", "message": message})

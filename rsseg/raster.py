@@ -84,22 +84,35 @@ def truncation_problem(ds) -> str | None:
     return None
 
 
-def _open_raster(path: str | os.PathLike, role: str = "input"):
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{role} file not found", path)
-    if path.is_dir():
-        raise InputError(f"{role} is a directory, not a raster", path)
+def open_raster(path: str | os.PathLike, role: str = "input"):
+    """Open a raster for reading, or raise an InputError naming the file and the problem.
+
+    The one opener every command uses: missing file, directory, not a raster and
+    truncated files all get the same clear messages (``role`` says which input).
+    """
+    if not str(path).startswith("/vsi"):
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{role} file not found", path)
+        if p.is_dir():
+            raise InputError(f"{role} is a directory, not a raster", path)
     try:
         return open_complete(path)
     except RasterioIOError as exc:
         first = " ".join(str(exc).split())[:160]
-        raise InputError(f"not a raster GDAL can read ({first})", path) from None
+        raise InputError(f"{role} is not a raster GDAL can read ({first})", path) from None
 
 
-def _same_grid(a, b) -> bool:
+_open_raster = open_raster
+
+
+def same_grid(a, b, tolerance: float = 1e-9) -> bool:
+    """Same size, CRS and transform (to ``tolerance`` in map units) for two open datasets."""
     return (a.width == b.width and a.height == b.height and a.crs == b.crs
-            and a.transform.almost_equals(b.transform, precision=1e-9))
+            and a.transform.almost_equals(b.transform, precision=tolerance))
+
+
+_same_grid = same_grid
 
 
 @dataclass(frozen=True)

@@ -66,20 +66,9 @@ class ReadCounts:
 
 def open_raster(path: str | os.PathLike, role: str):
     """rasterio dataset, or an InputError naming the file and the problem."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    from .raster import open_raster as _open
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{role} file not found", path)
-    if path.is_dir():
-        raise InputError(f"{role} is a directory, not a raster", path)
-    from .raster import open_complete
-
-    try:
-        return open_complete(path)
-    except RasterioIOError as exc:
-        raise InputError(f"{role} is not a raster GDAL can read ({_one_line(exc)})", path) from exc
+    return _open(path, role)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -119,16 +119,9 @@ def _check_arguments(connectivity, block_size, simplify, min_area) -> None:
 
 
 def _open_raster(path, what: str):
-    import rasterio
+    from .raster import open_raster
 
-    if not str(path).startswith("/vsi") and not Path(path).exists():
-        raise InputError(f"{what} not found", path)
-    from .raster import open_complete
-
-    try:
-        return open_complete(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"not a readable raster ({' '.join(str(exc).split())})", path) from exc
+    return open_raster(path, what)
 
 
 def _open_class_raster(path):

@@ -341,7 +341,7 @@ def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
         (city / tile.name).write_bytes(tile.read_bytes())
     out = tmp_path / "out"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None, host="127.0.0.1") as cluster:
+                      dashboard_address=None, protocol="tcp://", host="127.0.0.1") as cluster:
         worker = next(iter(cluster.scheduler.workers))
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
@@ -394,7 +394,9 @@ def test_sigint_stops_cleanly(mosaic_run, tmp_path):
     assert partial_files(out) == []
     after = load_manifest(out)["tiles"]
     assert after and all(entry["status"] == "done" for entry in after.values())
-    for key in after:
-        name = Path(key).name
+    written = {p.name for p in out.glob("*.tif")}
+    # Recorded tiles are there; a tile a worker finished while the job was stopping may be
+    # there unrecorded (--resume redoes it): whatever sits at a final path is complete.
+    assert {Path(key).name for key in after} <= written
+    for name in written:
         np.testing.assert_array_equal(read(out / name), read(mosaic_run["out"] / name))
-    assert sorted(p.name for p in out.glob("*.tif")) == sorted(Path(k).name for k in after)

@@ -9,7 +9,6 @@ naming the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -61,25 +60,16 @@ def pair_scenes(images: Sequence[str], labels: Sequence[str],
 
 
 def _open(path: str):
-    import rasterio
+    from ..raster import open_raster
 
-    from ..raster import open_complete
-
-    if not Path(path).exists():
-        raise InputError("file not found", path)
-    try:
-        return open_complete(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot read as a raster ({' '.join(str(exc).split())[:160]})",
-                         path) from None
+    return open_raster(path, "training input")
 
 
 def _same_grid(a, b) -> bool:
-    if (a.width, a.height) != (b.width, b.height):
-        return False
-    if a.crs and b.crs and a.crs != b.crs:
-        return False
-    return a.transform.almost_equals(b.transform, precision=1e-6 * max(abs(a.transform.a), 1e-9))
+    from ..raster import same_grid
+
+    # Labels made by other tools often carry a transform rounded in its last digits.
+    return same_grid(a, b, tolerance=1e-6 * max(abs(a.transform.a), 1e-9))
 
 
 def _grid_text(ds) -> str:

@@ -270,7 +270,7 @@ def _one_epoch(run: _Run, dataset, loss_fn, total_steps: int, epoch: int,
         for x, y in loader:
             loss = _step(run, x, y, loss_fn, total_steps)
             losses.append(loss)
-            _show_loss(bar, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses[-20:]):.4f}")
+            bar.set_status(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses[-20:]):.4f}")
             bar.update(1)
     return float(np.mean(losses)) if losses else float("nan")
 
@@ -359,13 +359,6 @@ def _save_last(run: _Run, path: Path, entry: dict) -> None:
     }
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(d, tmp)
-
-
-def _show_loss(bar: Progress, text: str) -> None:
-    # Progress owns the tqdm bar; the running loss rides along in its description.
-    tq = getattr(bar, "_bar", None)
-    if tq is not None:
-        tq.set_description(text, refresh=False)
 
 
 def _say(progress: Mode, message: str) -> None:
