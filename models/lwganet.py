@@ -477,6 +477,7 @@ class UNetFormerDecoder(nn.Module):
                                   nn.Conv2d(dim, num_classes, 1))
         self.aux_head = nn.Sequential(ConvBNAct(dim, dim, 3, act=nn.ReLU6), nn.Dropout2d(0.1),
                                       nn.Conv2d(dim, num_classes, 1)) if aux_head else None
+        self.register_load_state_dict_pre_hook(_drop_unused_aux_head)
 
     def forward(self, feats, aux: bool = False):
         f4, f8, f16, f32 = feats
@@ -489,6 +490,17 @@ class UNetFormerDecoder(nn.Module):
             up = lambda t: F.interpolate(t, size=d8.shape[-2:], mode="bilinear", align_corners=False)
             aux_logits = self.aux_head(up(d32) + up(d16) + d8)
         return logits, aux_logits
+
+
+def _drop_unused_aux_head(module: "UNetFormerDecoder", state_dict, prefix, *args) -> None:
+    """Let weights trained with the auxiliary head load into a decoder without one.
+
+    The head only serves the training loss, so deployment (and checkpoints saved
+    before it became opt-in) can ignore its tensors instead of failing a strict load.
+    """
+    if module.aux_head is None:
+        for key in [k for k in state_dict if k.startswith(prefix + "aux_head.")]:
+            del state_dict[key]
 
 
 _PAPER = ("Lu, Yang, Chen, LWGANet: Addressing Spatial and Channel Redundancy in Remote Sensing "

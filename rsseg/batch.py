@@ -23,6 +23,7 @@ Plan:
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from .batch_inputs import Tile, aligned, context_tiles, group_mosaics, layout, open_tiles, resolve_inputs
 from .batch_manifest import Manifest, digest, fingerprint, now
+from .batch_split import PARTS_DIR, band_count, merge_parts, split_job
 from .batch_worker import ModelSpec, TileJob
 from .errors import InputError, OutputError
 from .progress import Progress
@@ -111,6 +113,8 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     starter = ClusterStarter(options.workers, options.threads, options.scheduler) if todo else None
     try:
         remove_partials(out, stems)
+        shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)  # a killed run's
+        (out / INTERNAL_DIR / PARTS_DIR).mkdir()
         _write_input_vrts(mosaics, out)
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
                "workers": options.workers, "threads": options.threads,
@@ -125,7 +129,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
                 cluster = starter.get()
                 timings["cluster_ready"] = round(time.perf_counter() - t0, 3)
                 bar.log(f"rsseg: {cluster.describe()}")
-                _run_tiles(cluster.client, todo, manifest, summary, bar, out)
+                _run_tiles(cluster.client, todo, manifest, summary, bar, out, cluster.workers)
                 timings["tiles_done"] = round(time.perf_counter() - t0, 3)
             _write_mosaics(plans, manifest, summary, out, options, cluster, bar)
             timings["mosaics_done"] = round(time.perf_counter() - t0, 3)
@@ -133,6 +137,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
         if starter is not None:
             starter.stop()
         remove_partials(out, stems)
+        shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     timings["closed"] = round(summary.seconds, 3)
     manifest.save()
@@ -305,17 +310,22 @@ def remove_partials(out: Path, stems: set[str]) -> list[Path]:
 # ---- running ---------------------------------------------------------------------------------
 
 def _run_tiles(client, todo: list[_Planned], manifest: Manifest, summary: BatchSummary, bar,
-               out: Path) -> None:
-    """Submit every tile, gather results as they finish, retry failures once."""
-    from distributed import as_completed
+               out: Path, workers: int) -> None:
+    """Submit every tile, gather results as they finish, retry failures once.
 
-    from .batch_worker import run_tile
+    With fewer tiles than workers, big tiles run as row bands on several workers
+    (:mod:`rsseg.batch_split`).
+    """
+    from distributed import as_completed
 
     attempts = {p.tile.path: 1 for p in todo}
     by_key = {p.tile.path: p for p in todo}
+    bands = {p.tile.path: band_count(len(todo), workers, p.tile.height, p.job.tile)
+             for p in todo}
+    submit = _Submitter(client, summary.run_id, out / INTERNAL_DIR / PARTS_DIR)
     futures = {}
     for p in todo:
-        futures[_submit(client, run_tile, p, 1, summary.run_id)] = p.tile.path
+        futures[submit(p, 1, bands[p.tile.path])] = p.tile.path
     pending = as_completed(list(futures))
     try:
         for future in pending:
@@ -331,7 +341,7 @@ def _run_tiles(client, todo: list[_Planned], manifest: Manifest, summary: BatchS
             if attempts[key] < MAX_ATTEMPTS:
                 attempts[key] += 1
                 bar.log(f"rsseg: retrying {key}: {error}")
-                retry = _submit(client, run_tile, plan, attempts[key], summary.run_id)
+                retry = submit(plan, attempts[key], bands[key])
                 futures[retry] = key
                 pending.add(retry)
                 continue
@@ -343,12 +353,29 @@ def _run_tiles(client, todo: list[_Planned], manifest: Manifest, summary: BatchS
             bar.update(1)
     finally:
         if futures:  # interrupted: stop what is still queued or running
-            client.cancel(list(futures), force=True)
+            client.cancel(list(futures) + submit.band_futures, force=True)
 
 
-def _submit(client, fn, plan: _Planned, attempt: int, run_id: str):
-    key = f"rsseg-tile-{plan.tile.stem}-{run_id}-{attempt}"
-    return client.submit(fn, plan.job, key=key, pure=False)
+class _Submitter:
+    """Submits a tile as one task, or as band tasks and the task that stitches them."""
+
+    def __init__(self, client, run_id: str, parts_dir: Path):
+        self.client, self.run_id, self.parts_dir = client, run_id, parts_dir
+        self.band_futures: list = []
+
+    def __call__(self, plan: _Planned, attempt: int, bands: int):
+        from .batch_worker import run_tile
+
+        key = f"rsseg-tile-{plan.tile.stem}-{self.run_id}-{attempt}"
+        if bands <= 1:
+            return self.client.submit(run_tile, plan.job, key=key, pure=False)
+        parts = split_job(plan.job, bands, plan.tile.height, plan.tile.width, self.parts_dir,
+                          attempt)
+        futures = [self.client.submit(run_tile, part, key=f"{key}-band{k}", pure=False)
+                   for k, part in enumerate(parts)]
+        self.band_futures.extend(futures)
+        # A band's failure is the stitching task's failure: the tile is retried whole.
+        return self.client.submit(merge_parts, plan.job, parts, *futures, key=key, pure=False)
 
 
 def _error_text(future) -> str:
@@ -370,7 +397,8 @@ def _done_entry(plan: _Planned, result: dict, attempts: int, run_id: str) -> dic
             "seconds": result["seconds"], "forward_seconds": result["forward_seconds"],
             "windows": result["windows"], "attempts": attempts, "worker": result["worker"],
             "pid": result["pid"], "threads": result["threads"],
-            "model_loads": result["model_loads"]}
+            "model_loads": result["model_loads"],
+            **({"bands": result["bands"]} if "bands" in result else {})}
 
 
 # ---- mosaics ---------------------------------------------------------------------------------

@@ -152,10 +152,26 @@ def _tile_index(path: Path) -> list[str]:
                          f"(fields: {', '.join(columns) or 'none'})", path)
     table = pyogrio.read_dataframe(path, columns=[names[0]], read_geometry=False)
     base = path.resolve().parent
-    paths = [os.path.abspath(base / str(v)) for v in table[names[0]] if v]
+    paths = [_index_location(str(v), base) for v in table[names[0]] if v]
     if not paths:
         raise InputError("the tile index lists no tile", path)
     return paths
+
+
+def _index_location(location: str, base: Path) -> str:
+    """A tile index entry as an absolute path.
+
+    ``gdaltindex`` stores paths exactly as they were typed, so a relative entry is
+    relative to the folder it was run in, which may not be the index's own folder.
+    The index's folder is tried first (an index moved with its tiles), then the
+    current folder; when neither holds the file, the index's folder is reported.
+    """
+    if os.path.isabs(location):
+        return os.path.abspath(location)
+    beside_index = os.path.abspath(base / location)
+    if not os.path.exists(beside_index) and os.path.exists(location):
+        return os.path.abspath(location)
+    return beside_index
 
 
 def open_tiles(paths: list[str]) -> list[Tile]:

@@ -208,7 +208,7 @@ def test_existing_outputs_need_resume_or_overwrite(mosaic_run):
     assert load_manifest(out) == before
 
 
-def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path):
+def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path, monkeypatch):
     import geopandas as gpd
     from shapely.geometry import box
 
@@ -227,6 +227,12 @@ def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path):
                              crs="EPSG:32632")
     index.to_file(tmp_path / "index.gpkg")
     assert resolve_inputs(str(tmp_path / "index.gpkg")) == tiles
+    # gdaltindex stores paths as typed: relative to the folder it ran in, not to the index
+    (tmp_path / "indexes").mkdir()
+    index["location"] = [os.path.relpath(t, tmp_path) for t in tiles]
+    index.to_file(tmp_path / "indexes" / "typed.gpkg")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_inputs("indexes/typed.gpkg") == tiles
 
 
 def test_manifest_checksum_follows_inputs_and_settings(mosaic_run, tmp_path):
@@ -400,3 +406,29 @@ def test_sigint_stops_cleanly(mosaic_run, tmp_path):
     assert {Path(key).name for key in after} <= written
     for name in written:
         np.testing.assert_array_equal(read(out / name), read(mosaic_run["out"] / name))
+
+
+def test_one_big_tile_keeps_both_workers_busy(tmp_path):
+    """Fewer tiles than workers: the tile runs as row bands on both workers, stitched into
+    the same COG one task would write (pixels, grid, classes), with nothing left behind."""
+    from rsseg.cog import read_classes, validate_cog
+    from rsseg.inference import TorchPredictor, resolve_model
+
+    tile = tmp_path / "city" / "tall.tif"
+    tile.parent.mkdir()
+    write_synthetic_scene(tile, T, 520, seed=5, origin=(X0, Y0))
+    out = tmp_path / "out"
+    assert rsseg("batch", tile, "-o", out, "--workers", 2, "--no-progress", *MODEL) == 0
+    entry = load_manifest(out)["tiles"][str(tile)]
+    assert entry["status"] == "done" and len(entry["bands"]) == 2
+    assert len({band["pid"] for band in entry["bands"]}) == 2  # one band on each worker
+    resolved = resolve_model("baff_skipnet", "random", 4, seed=0)
+    predictor = TorchPredictor(resolved.model, "cpu", num_classes=6)
+    predict_scene(tile, tmp_path / "whole.tif", predictor, None, tile=64, overlap=16)
+    got, whole = out / "tall.tif", tmp_path / "whole.tif"
+    np.testing.assert_array_equal(read(got), read(whole))
+    with rasterio.open(got) as a, rasterio.open(whole) as b:
+        assert (a.crs, a.transform, a.shape, a.nodata) == (b.crs, b.transform, b.shape, b.nodata)
+        assert a.colormap(1) == b.colormap(1) and a.tags(1) == b.tags(1)
+    assert read_classes(got) == read_classes(whole) and validate_cog(got) == []
+    assert list((out / ".rsseg" / "parts").glob("*")) == [] and partial_files(out) == []

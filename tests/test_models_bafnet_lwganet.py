@@ -171,6 +171,23 @@ def test_lwganet_aux_head_is_opt_in_and_learns_only_through_its_loss():
     assert dead == []
 
 
+def test_weights_trained_with_the_aux_head_load_without_it():
+    """Deploying (or a checkpoint saved while the head was on by default) needs no aux head:
+    its tensors are ignored by a model built without one; every other tensor must fit."""
+    torch.manual_seed(0)
+    trained = create_model("lwganet_l0", in_channels=4, num_classes=3, aux_head=True).eval()
+    state = trained.state_dict()
+    assert any(k.startswith("decoder.aux_head.") for k in state)
+    plain = create_model("lwganet_l0", in_channels=4, num_classes=3).eval()
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(1, 4, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(plain(x), trained(x))
+    del state["decoder.head.2.bias"]
+    with pytest.raises(RuntimeError, match="decoder.head.2.bias"):
+        plain.load_state_dict(state, strict=True)
+
+
 # ------------------------------------------------------------------ building blocks
 
 def test_shear_inverts_exactly_on_non_square_maps():

@@ -398,3 +398,13 @@ def test_cli_trains_with_shell_expanded_file_lists_and_resumes(scenes, tmp_path,
                                 scenes["val"][0]]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rsseg: error:")
+
+
+def test_backbone_only_classifier_is_refused_for_training():
+    from rsseg.errors import ModelError
+    from rsseg.training.setup import build_model
+
+    with pytest.raises(ModelError, match="image classifier"):
+        build_model("lwganet_l0_cls", in_channels=4, num_classes=6)
+    with pytest.raises(ModelError, match="unknown model"):
+        build_model("no_such_net", in_channels=4, num_classes=6)

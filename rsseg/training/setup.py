@@ -12,13 +12,13 @@ from ..errors import InputError, ModelError
 
 def build_model(name: str, in_channels: int, num_classes: int,
                 config: dict[str, Any] | None = None) -> torch.nn.Module:
+    from ..inference import check_model_name
     from ..models import create_model
 
+    check_model_name(name)  # unknown names and backbone-only classifiers fail here
     try:
         return create_model(name, in_channels=in_channels, num_classes=num_classes,
                             **(config or {}))
-    except KeyError as exc:
-        raise ModelError(str(exc.args[0])) from None
     except TypeError as exc:
         raise ModelError(f"bad configuration for model {name!r}: {exc}") from None
 
