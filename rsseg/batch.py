@@ -278,11 +278,27 @@ def _check_existing(tiles: list[Tile], out: Path, options: BatchOptions) -> None
         return
     from .batch_manifest import NAME
 
-    candidates = [out / NAME] + [out / f"{t.stem}.{ext}" for t in tiles for ext in ("tif", "gpkg")]
+    candidates = [out / f"{t.stem}.{ext}" for t in tiles for ext in ("tif", "gpkg")]
+    if _records_tiles(out / NAME):
+        candidates.insert(0, out / NAME)
     existing = [p for p in candidates if p.exists()]
     if existing:
         raise OutputError("the output directory already holds a batch; pass --resume to finish "
                           "it or --overwrite to redo it", existing[0])
+
+
+def _records_tiles(manifest: Path) -> bool:
+    """Does ``manifest`` record any tile? A run that stopped before its first tile (a
+    scheduler that could not be reached, Ctrl-C while workers started) left nothing to
+    protect, and must not make the next run ask for --resume."""
+    import json
+
+    if not manifest.is_file():
+        return False
+    try:
+        return bool(json.loads(manifest.read_text(encoding="utf-8")).get("tiles"))
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: let Manifest.load report it, never overwrite it silently
 
 
 def remove_partials(out: Path, stems: set[str]) -> list[Path]:

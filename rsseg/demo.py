@@ -62,7 +62,9 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
     from .score_report import format_table, write_json
 
     say(f"4/5 scoring against the synthetic labels -> {files.score_json}")
-    report = score_rasters(files.classes, files.labels, progress_mode=progress)
+    # The ISPRS papers' convention: clutter is scored (OA) but left out of the means.
+    report = score_rasters(files.classes, files.labels, exclude=("clutter",),
+                           progress_mode=progress)
     write_json(report, files.score_json)
     say(f"5/5 quicklook (image | prediction | labels) -> {files.quicklook}")
     write_quicklook(files.scene, files.classes, files.labels, files.quicklook, resolved.classes)

@@ -432,3 +432,24 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
         assert a.colormap(1) == b.colormap(1) and a.tags(1) == b.tags(1)
     assert read_classes(got) == read_classes(whole) and validate_cog(got) == []
     assert list((out / ".rsseg" / "parts").glob("*")) == [] and partial_files(out) == []
+
+
+def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_path):
+    """E.g. an unreachable --scheduler: the manifest holds the run but no tile, so the next
+    run (with the right address) needs no --resume; a manifest with tiles still does."""
+    from rsseg.batch import BatchOptions, _check_existing
+    from rsseg.batch_inputs import Tile
+    from rsseg.errors import OutputError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    data = load_manifest(mosaic_run["out"])
+    tiles = [Tile(str(t)) for t in mosaic_run["tiles"]]
+    (out / "manifest.json").write_text(json.dumps(dict(data, tiles={})))
+    _check_existing(tiles, out, BatchOptions())
+    (out / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(OutputError, match="--resume"):
+        _check_existing(tiles, out, BatchOptions())
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
+        _check_existing(tiles, out, BatchOptions())
