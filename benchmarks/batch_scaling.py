@@ -17,7 +17,11 @@ shared machine they measure the work, distribution overhead included, whatever t
 Also prints the load average, and from the manifest how much of the batch's
 wall time the workers spent inside tiles (the rest is start-up and hand-off).
 
-    python benchmarks/batch_scaling.py                        # 8 tiles of 768 px, 3 repeats
+Tiles are 2048 px by default: with baff_skipnet a 768-px tile is 0.3 s of work, so eight
+of them (2-3 s) would time the ~4 s of process start-up (Python, torch, the cluster),
+which no layout hides, rather than how the tile work spreads over the workers.
+
+    python benchmarks/batch_scaling.py                        # 8 tiles of 2048 px, 3 repeats
     python benchmarks/batch_scaling.py --size 512 --repeats 1 --model lwganet_l0
 """
 
@@ -84,7 +88,7 @@ def busy_fraction(out: Path, wall: float, workers: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=8)
-    ap.add_argument("--size", type=int, default=768)
+    ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--model", default="baff_skipnet")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()

@@ -453,3 +453,18 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
         _check_existing(tiles, out, BatchOptions())
+
+
+def test_local_workers_start_without_dask_malloc_trim_threshold():
+    """Dask's MALLOC_TRIM_THRESHOLD_ for worker processes doubled the network's time per
+    window (docs/benchmarks/batch.md); the override start_cluster applies removes it."""
+    import dask
+    from distributed.nanny import _get_env_variables
+
+    from rsseg.batch_cluster import UNSET_MALLOC_TRIM
+
+    key = "distributed.nanny.pre-spawn-environ"
+    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables(key)  # Dask's default
+    with dask.config.set({UNSET_MALLOC_TRIM: None}):
+        env = _get_env_variables(key)
+    assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
