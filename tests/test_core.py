@@ -141,3 +141,10 @@ def test_progress_json_lines():
     assert any(e["event"] == "progress" and e["done"] == 3 and e["fraction"] == 1.0 for e in events)
     assert {"event": "log", "message": "hello"} in events
     assert events[-1]["event"] == "end" and events[-1]["done"] == 3
+
+
+def test_cli_blend_names_are_the_tiling_modes():
+    from rsseg.cli.options import BLENDS
+    from rsseg.tiling import BLEND_MODES
+
+    assert tuple(BLENDS) == tuple(BLEND_MODES)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, parse_bands, seed_option
-
-BLENDS = ("crop", "mean", "linear", "cosine", "spline")  # = rsseg.tiling.BLEND_MODES
+from .options import common_options, parse_bands, seed_option, window_options
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -21,12 +19,7 @@ BLENDS = ("crop", "mean", "linear", "cosine", "spline")  # = rsseg.tiling.BLEND_
                    "Default: the weights bundled for --model.")
 @click.option("--bands", callback=parse_bands, default=None,
               help="1-based bands to read from every tile, repeats allowed. Default: all.")
-@click.option("--tile", type=click.IntRange(min=16), default=None,
-              help="Window size in pixels. Default: the checkpoint's, else 512.")
-@click.option("--overlap", type=click.IntRange(min=0), default=None,
-              help="Overlap between windows in pixels. Default: the checkpoint's, else tile/4.")
-@click.option("--blend", type=click.Choice(BLENDS), default="cosine", show_default=True,
-              help="How overlapping windows are combined.")
+@window_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Windows per forward pass.")
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,

@@ -20,6 +20,26 @@ progress_json_option = click.option(
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
+# Window layout shared by predict and batch. The blend names equal
+# rsseg.tiling.BLEND_MODES (a test checks it); not imported here to keep --help fast.
+BLENDS = ("crop", "mean", "linear", "cosine", "spline")
+DEFAULT_TILE = 512
+
+
+def window_options(f):
+    """--tile, --overlap, --blend."""
+    for opt in reversed((
+        click.option("--tile", type=click.IntRange(min=16), default=None,
+                     help=f"Window size in pixels. Default: the checkpoint's, else {DEFAULT_TILE}."),
+        click.option("--overlap", type=click.IntRange(min=0), default=None,
+                     help="Overlap between windows in pixels. Default: the checkpoint's, "
+                          "else tile/4."),
+        click.option("--blend", type=click.Choice(BLENDS), default="cosine", show_default=True,
+                     help="How overlapping windows are combined."),
+    )):
+        f = opt(f)
+    return f
+
 
 def common_options(f):
     """--overwrite, --progress/--no-progress, --progress-json, --debug."""

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, parse_bands, seed_option
+from .options import DEFAULT_TILE, common_options, parse_bands, seed_option, window_options
 
-BLENDS = ("crop", "mean", "linear", "cosine", "spline")  # = rsseg.tiling.BLEND_MODES (no import: fast --help)
-DEFAULT_TILE = 512
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 
 
@@ -58,12 +56,7 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
 @click.option("--align", is_flag=True,
               help="Reproject --band-file/--dsm files onto the scene's grid on the fly "
                    "(WarpedVRT, bilinear) when their grids differ.")
-@click.option("--tile", type=click.IntRange(min=16), default=None,
-              help=f"Window size in pixels. Default: the checkpoint's, else {DEFAULT_TILE}.")
-@click.option("--overlap", type=click.IntRange(min=0), default=None,
-              help="Overlap between windows in pixels. Default: the checkpoint's, else tile/4.")
-@click.option("--blend", type=click.Choice(BLENDS), default="cosine", show_default=True,
-              help="How overlapping windows are combined.")
+@window_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Windows per forward pass (1 is best on small CPUs; raise it on a GPU).")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto",
