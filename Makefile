@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-py test-qgis qgis-plugin bench clean
+.PHONY: venv demo test test-qgis qgis-plugin bench clean
 
 venv: $(STAMP)
 
