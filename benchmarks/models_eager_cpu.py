@@ -11,13 +11,13 @@ channels_last / contiguous ratio of the medians.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 
 import torch
 
 from rsseg.models import create_model, list_models
+
+from _speed import median_and_best, speed_arguments  # benchmarks/ is on sys.path
 
 
 def time_forward(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -53,22 +53,14 @@ def _set_layout(model: torch.nn.Module, layout: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="networks (default: all listed)")
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = speed_arguments(__doc__.splitlines()[0], default_threads=1)
     mpx = args.size * args.size / 1e6
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.size}x{args.size}, "
           f"{args.repeats} timed runs per layout (median / best Mpx/s)")
     print(f"{'network':14s} {'contiguous':>17s} {'channels_last':>17s} {'ratio':>6s}")
     for name in args.names or list_models():
         times = measure(name, args.size, args.repeats, args.warmup)
-        med = {k: mpx / statistics.median(v) for k, v in times.items()}
-        best = {k: mpx / min(v) for k, v in times.items()}
+        med, best = median_and_best(times, mpx)
         print(f"{name:14s} {med['contiguous']:8.3f} / {best['contiguous']:6.3f} "
               f"{med['channels_last']:8.3f} / {best['channels_last']:6.3f} "
               f"{med['channels_last'] / med['contiguous']:6.2f}", flush=True)

@@ -14,7 +14,6 @@ eager ratio of the medians.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -27,6 +26,8 @@ from rsseg.checkpoint import Checkpoint
 from rsseg.inference import TorchPredictor
 from rsseg.inference_onnx import OnnxPredictor
 from rsseg.models import create_model, list_models
+
+from _speed import median_and_best, speed_arguments  # benchmarks/ is on sys.path
 from rsseg.onnx_export import export_checkpoint
 
 
@@ -57,14 +58,7 @@ def measure(name: str, size: int, repeats: int, warmup: int, threads: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="networks (default: all listed)")
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = speed_arguments(__doc__.splitlines()[0], default_threads=2)
     mpx = args.size * args.size / 1e6
     print(f"torch {torch.__version__}, onnxruntime {_ort_version()}, {args.threads} thread(s), "
           f"1x3x{args.size}x{args.size}, {args.repeats} timed runs each (median / best Mpx/s)")
@@ -74,8 +68,7 @@ def main() -> None:
         for name in args.names or list_models():
             times, how = measure(name, args.size, args.repeats, args.warmup, args.threads,
                                  Path(tmp))
-            med = {k: mpx / statistics.median(v) for k, v in times.items()}
-            best = {k: mpx / min(v) for k, v in times.items()}
+            med, best = median_and_best(times, mpx)
             ratio = med["ort"] / med["eager"]
             ratios.append(ratio)
             print(f"{name:14s} {med['eager']:8.3f} / {best['eager']:6.3f} "

@@ -103,16 +103,10 @@ def open_raster(path: str | os.PathLike, role: str = "input"):
         raise InputError(f"{role} is not a raster GDAL can read ({first})", path) from None
 
 
-_open_raster = open_raster
-
-
 def same_grid(a, b, tolerance: float = 1e-9) -> bool:
     """Same size, CRS and transform (to ``tolerance`` in map units) for two open datasets."""
     return (a.width == b.width and a.height == b.height and a.crs == b.crs
             and a.transform.almost_equals(b.transform, precision=tolerance))
-
-
-_same_grid = same_grid
 
 
 @dataclass(frozen=True)
@@ -162,7 +156,7 @@ class Scene:
                  dsm: str | os.PathLike | None = None, align: bool = False,
                  band_files: list[BandFile | str] | tuple = ()):
         self.path = str(path)
-        with _open_raster(path) as ds:
+        with open_raster(path) as ds:
             self.width, self.height = ds.width, ds.height
             self.crs, self.transform = ds.crs, ds.transform
             bands = _check_bands(ds, bands, path)
@@ -187,13 +181,13 @@ class Scene:
     def _extra_source(self, extra: BandFile, align: bool) -> _Source:
         """Check a file stacked onto the scene and note its dtypes and band names."""
         role = extra.name or "band file"
-        with _open_raster(extra.path, role=role) as ds:
+        with open_raster(extra.path, role=role) as ds:
             bands = _check_bands(ds, extra.bands, extra.path)
             self.dtypes.extend(ds.dtypes[b - 1] for b in bands)
             self.names.extend(extra.name if extra.name else
                               (ds.descriptions[b - 1] or f"{Path(extra.path).stem}:{b}")
                               for b in bands)
-            if _same_grid(ds, self):
+            if same_grid(ds, self):
                 self.tiled = self.tiled and _is_tiled(ds)
                 self.bytes_per_pixel += sum(np.dtype(t).itemsize for t in ds.dtypes)
                 return _Source(str(extra.path), bands)

@@ -26,6 +26,7 @@ from .atomic import atomic_output, check_output_path
 from .classes import NODATA, ClassScheme
 from .errors import InputError
 from .progress import Mode, Progress
+from .raster import open_raster
 from .vectorize_blocks import BlockTask, run_blocks
 from .vectorize_seams import Pieces, SeamMerger
 
@@ -118,14 +119,8 @@ def _check_arguments(connectivity, block_size, simplify, min_area) -> None:
         raise ValueError("min_area must not be negative")
 
 
-def _open_raster(path, what: str):
-    from .raster import open_raster
-
-    return open_raster(path, what)
-
-
 def _open_class_raster(path):
-    src = _open_raster(path, "class raster")
+    src = open_raster(path, "class raster")
     problem = None
     if src.count != 1:
         problem = f"has {src.count} bands; a class raster has exactly one"
@@ -145,7 +140,7 @@ def _open_class_raster(path):
 def _open_probs(path, classes_src):
     if path is None:
         return contextlib.nullcontext()
-    src = _open_raster(path, "confidence raster")
+    src = open_raster(path, "confidence raster")
     problem = None
     if src.count != 1:
         problem = f"has {src.count} bands; a confidence raster has one (uint8, 0-255)"

@@ -11,6 +11,20 @@ import numpy as np
 import pytest
 
 DEFAULT_CRS = "EPSG:32632"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread per test: bit-exact CPU results and fair use of a 2-core machine.
+
+    Tests that vary the thread count set it themselves; it is restored afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 PIXEL = 0.5
 
 

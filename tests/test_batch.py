@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 
 from rsseg.batch_inputs import group_mosaics, open_tiles, resolve_inputs
 from rsseg.batch_manifest import Manifest
@@ -29,7 +28,6 @@ from rsseg.cli import run as rsseg_run
 from rsseg.pipeline import predict_scene
 from rsseg.synth import write_synthetic_scene
 
-torch.set_num_threads(1)
 T = 96  # tile side (pixels); windows of 64 with overlap 16 cross every tile border
 PX = 0.09
 X0, Y0 = 496000.0, 5420000.0
@@ -247,6 +245,28 @@ def test_manifest_checksum_follows_inputs_and_settings(mosaic_run, tmp_path):
     assert set(data["tiles"][key]["inputs"]) == {str(t) for t in mosaic_run["tiles"]}
 
 
+
+def wait_for_first_recorded_tile(proc, out, timeout: float = 240):
+    """Poll until the running batch's manifest records a tile.
+
+    Returns (the manifest's tiles, the process's children seen meanwhile); the tiles are
+    empty if the process ended or the timeout passed first.
+    """
+    import psutil
+
+    children, recorded = [], {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True) or children
+            recorded = load_manifest(out)["tiles"]
+        except (OSError, ValueError, KeyError, psutil.Error):
+            recorded = {}
+        if recorded:
+            break
+        time.sleep(0.02)
+    return recorded, children
+
 def test_sigkill_then_resume_finishes_without_recomputing(mosaic_run, tmp_path):
     """Kill the batch process mid-run; --resume completes it; outputs equal an uninterrupted run."""
     import psutil
@@ -258,19 +278,9 @@ def test_sigkill_then_resume_finishes_without_recomputing(mosaic_run, tmp_path):
             "--workers", "2", "--no-progress", *MODEL]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done_at_kill, children = {}, []
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            children = psutil.Process(proc.pid).children(recursive=True) or children
-            tiles_now = load_manifest(out)["tiles"]
-        except (OSError, ValueError, KeyError, psutil.Error):
-            tiles_now = {}
-        if tiles_now:
-            proc.send_signal(signal.SIGKILL)
-            done_at_kill = tiles_now
-            break
-        time.sleep(0.02)
+    done_at_kill, children = wait_for_first_recorded_tile(proc, out)
+    if done_at_kill:
+        proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert done_at_kill, "the batch finished no tile before the deadline"
     assert len(done_at_kill) < len(tiles), "every tile finished before the kill"
@@ -378,18 +388,9 @@ def test_sigint_stops_cleanly(mosaic_run, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    children, recorded = [], {}
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            children = psutil.Process(proc.pid).children(recursive=True) or children
-            recorded = load_manifest(out)["tiles"]
-        except (OSError, ValueError, KeyError, psutil.Error):
-            recorded = {}
-        if recorded:
-            os.killpg(proc.pid, signal.SIGINT)
-            break
-        time.sleep(0.02)
+    recorded, children = wait_for_first_recorded_tile(proc, out)
+    if recorded:
+        os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert recorded and len(recorded) < len(tiles), "no tile was running at the interrupt"
     assert proc.returncode == 130, err

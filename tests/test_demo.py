@@ -24,13 +24,6 @@ TINY = "_test_demo_tiny"
 BUNDLED = ("bafnet", "baff_skipnet", "lwganet_l0")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):

@@ -12,7 +12,6 @@ from rsseg.models.layers.attention import WindowAttention
 from rsseg.models.layers.lka import van_official_key
 from rsseg.models.lwganet import _pooled, shear_cols, shear_rows, unshear_cols, unshear_rows
 
-torch.set_num_threads(1)  # the test machine's cores are shared
 
 
 def within(value: float, target: float, tolerance: float) -> bool:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 import rsseg
@@ -45,7 +44,6 @@ def test_json_bundled_weights_reflect_the_package_folder(records):
 
 @pytest.mark.parametrize("name", ["lsa_binet", "baff_skipnet", "canet"])
 def test_json_params_are_those_of_the_3_band_6_class_network(records, name):
-    torch.set_num_threads(1)
     record = next(r for r in records if r["name"] == name)
     assert record["params"] == count_params(create_model(name, in_channels=3, num_classes=6))
 

@@ -17,14 +17,6 @@ from rsseg.models.lsa_binet import (ResidualCrossLevelDecoder, SpatialVarianceFu
 NETWORKS = ("lsa_binet", "baff_skipnet", "canet")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine is shared; one thread keeps CPU time (and wall time under load) low.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 _EVAL_MODELS: dict[tuple[str, int], nn.Module] = {}
 

@@ -24,7 +24,6 @@ from rsseg.inference_onnx import OnnxPredictor, resolve_onnx
 from rsseg.models import create_model
 from rsseg.onnx_export import export_checkpoint
 
-torch.set_num_threads(1)
 BANDS = Normalization(["IR", "R", "G", "DSM"], [120.0, 100.0, 90.0, 20.0], [50.0, 45.0, 40.0, 10.0])
 # LWGANet L1/L2 are L0's code with more channels and blocks; their exports take ~20 s each
 # on a loaded 2-core machine, so they run only without -m "not slow".

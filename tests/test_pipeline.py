@@ -21,7 +21,6 @@ from rsseg.pipeline import predict_scene
 from rsseg.raster import NoCRSWarning, Scene
 from rsseg.tiling import BLEND_MODES
 
-torch.set_num_threads(1)
 H, W = 170, 301  # non-square, not a multiple of any tile used below
 
 

@@ -14,7 +14,6 @@ from rsseg.checkpoint import Checkpoint, Normalization
 from rsseg.cli import run
 from rsseg.models import create_model
 
-torch.set_num_threads(1)
 MODEL = "tiny_test_net"
 
 

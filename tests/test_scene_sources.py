@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-import torch
 import torch.nn as nn
 from affine import Affine
 
@@ -18,7 +17,6 @@ from rsseg.cli import run
 from rsseg.errors import InputError
 from rsseg.raster import BandFile, Scene, open_dataarray, parse_band_file
 
-torch.set_num_threads(1)
 H, W = 60, 75
 MODEL = "pick_channel_net"
 COG_VALIDATOR = "osgeo_utils.samples.validate_cloud_optimized_geotiff"

@@ -32,13 +32,6 @@ NOISE = 0.05
 TINY = "_test_training_tiny"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-exact CPU results and fair use of a shared machine
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():

@@ -283,6 +283,16 @@ def pairwise_overlap_area(geoms) -> float:
     return float(shapely.area(shapely.intersection(geoms[a[keep]], geoms[b[keep]])).sum())
 
 
+def assert_hole_free_coverage(gdf):
+    """Valid polygons, no overlaps, and a union that is one polygon without holes."""
+    geoms = np.asarray(gdf.geometry)
+    assert shapely.is_valid(geoms).all()
+    assert pairwise_overlap_area(geoms) == pytest.approx(0.0, abs=1e-6)
+    union = shapely.union_all(geoms)
+    assert union.geom_type == "Polygon" and len(union.interiors) == 0
+    return geoms, union
+
+
 def test_simplify_keeps_a_gapless_coverage(tmp_path):
     arr = blobby((90, 110), 11)
     arr[30:50, 40:70] = 255  # one nodata hole the coverage must keep (and no other)
@@ -331,11 +341,7 @@ def test_clean_up_of_8_connected_multipolygons_keeps_the_coverage(tmp_path):
         out = tmp_path / f"{next(iter(options))}.gpkg"
         vectorize_raster(src, out, connectivity=8, block_size=16, progress="off", **options)
         gdf = read_layer(out)
-        geoms = np.asarray(gdf.geometry)
-        assert shapely.is_valid(geoms).all()
-        assert pairwise_overlap_area(geoms) == pytest.approx(0.0, abs=1e-6)
-        union = shapely.union_all(geoms)
-        assert union.geom_type == "Polygon" and len(union.interiors) == 0
+        _, union = assert_hole_free_coverage(gdf)
         assert union.area == pytest.approx(arr.size * PIXEL ** 2, rel=1e-9)
         if "min_area" in options:
             assert gdf.area_m2.min() >= 3.0
@@ -349,12 +355,7 @@ def test_cli_simplify_and_min_area_together(tmp_path):
     rc = run(["vectorize", str(src), "-o", str(out), "--simplify", "0.25", "--min-area", "2",
               "--block-size", "16", "--no-progress"])
     assert rc == 0
-    gdf = read_layer(out)
-    geoms = np.asarray(gdf.geometry)
-    assert shapely.is_valid(geoms).all()
-    assert pairwise_overlap_area(geoms) == pytest.approx(0.0, abs=1e-6)
-    union = shapely.union_all(geoms)
-    assert union.geom_type == "Polygon" and len(union.interiors) == 0
+    geoms, _ = assert_hole_free_coverage(read_layer(out))
     assert (shapely.area(geoms) >= 2.0 * 0.9).all()  # simplify moves edges a little
 
 
