@@ -99,6 +99,15 @@ class Progress:
         self._stream.flush()
 
 
+def log_message(mode: Mode, message: str, **extra) -> None:
+    """A message outside any bar: a JSON ``log`` event on stdout in json mode, else stderr."""
+    if mode == "json":
+        sys.stdout.write(json.dumps({"event": "log", "message": message, **extra}) + "\n")
+        sys.stdout.flush()
+    else:
+        print(message, file=sys.stderr)
+
+
 def progress_mode(progress: bool, progress_json: bool) -> Mode:
     if progress_json:
         return "json"

@@ -61,8 +61,7 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     (paired by file name) or a --pairs CSV. Prints a per-class table (IoU, F1,
     precision, recall, support) and OA, mIoU, mF1, kappa.
     """
-    import json
-
+    from ..progress import log_message, progress_mode
     from ..score import score_many
     from ..score_pairs import pair_by_name, read_pairs_csv
     from ..score_report import check_report_paths, format_table, write_reports
@@ -70,7 +69,7 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     pairs = _pairs(rasters, labels_dir, pairs_csv, eroded, pair_by_name, read_pairs_csv)
     outputs = {"json": json_path, "csv": csv_path, "plot": plot_path}
     check_report_paths(outputs, overwrite)
-    mode = "json" if progress_json else "bar" if progress else "off"  # as progress_mode()
+    mode = progress_mode(progress, progress_json)
     report = score_many(pairs, exclude=exclude, conventions=conventions, progress_mode=mode,
                         label_format=label_format, ignore_index=ignore_index, eroded=eroded,
                         erode_radius=erode_radius, erode_shape=erode_shape,
@@ -79,7 +78,7 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     table = format_table(report)
     if mode == "json":  # stdout carries JSON lines only: the table goes as log events
         for line in table.splitlines() + [f"wrote {path}" for path in written]:
-            click.echo(json.dumps({"event": "log", "message": line}))
+            log_message(mode, line)
     else:
         click.echo(table)
         for path in written:

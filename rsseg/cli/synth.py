@@ -73,9 +73,8 @@ def synth(output, size, seed, labels_path, labels_rgb_path, dsm_path, nodata_bor
     The scene is generated window by window, so memory stays flat for any
     size, and the same seed always gives byte-identical files.
     """
-    import json
 
-    from ..progress import progress_mode
+    from ..progress import log_message, progress_mode
     from ..synth import write_synthetic_scene
 
     width, height = size
@@ -88,10 +87,7 @@ def synth(output, size, seed, labels_path, labels_rgb_path, dsm_path, nodata_bor
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     message = _describe(summary)
-    if mode == "json":
-        click.echo(json.dumps({"event": "log", "message": message, "summary": summary}))
-    else:
-        click.echo(message, err=True)
+    log_message(mode, message, **({"summary": summary} if mode == "json" else {}))
 
 
 def _describe(summary: dict) -> str:

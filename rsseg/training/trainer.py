@@ -7,9 +7,7 @@ scenes scanned for normalisation and class counts) before anything is written.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ from ..atomic import atomic_output
 from ..checkpoint import Checkpoint, Normalization
 from ..classes import ISPRS, ClassScheme
 from ..errors import InputError, ModelError, OutputError
-from ..progress import Mode, Progress
+from ..progress import Mode, Progress, log_message
 from .config import TrainConfig
 from .dataset import Augmentation, RandomWindowDataset
 from .evaluate import confusion_on_scenes, count_tiles
@@ -111,7 +109,7 @@ def resume(out_dir: str | Path, progress: Mode = "bar", on_epoch_end: EpochCallb
     if run.device.type == "cuda" and state.get("cuda_rng"):
         torch.cuda.set_rng_state_all(list(state["cuda_rng"]))
     if run.epoch >= config.epochs:
-        _say(progress, f"run in {out} already finished {run.epoch} epochs; "
+        log_message(progress, f"run in {out} already finished {run.epoch} epochs; "
                        "pass --epochs N to train longer")
     return _train_epochs(run, out, progress, on_epoch_end)
 
@@ -245,7 +243,7 @@ def _train_epochs(run: _Run, out: Path, progress: Mode,
         write_logs(out, run.history)
         if cfg.plot:
             plot_curves(out, run.history)
-        _say(progress, f"epoch {run.epoch}/{cfg.epochs}: loss {train_loss:.4f}, val mIoU "
+        log_message(progress, f"epoch {run.epoch}/{cfg.epochs}: loss {train_loss:.4f}, val mIoU "
                        f"{entry['val_miou']:.4f}, OA {entry['val_oa']:.4f}"
                        f"{' (best)' if improved else ''}, {seconds:.1f} s")
         if on_epoch_end is not None:
@@ -361,9 +359,3 @@ def _save_last(run: _Run, path: Path, entry: dict) -> None:
         torch.save(d, tmp)
 
 
-def _say(progress: Mode, message: str) -> None:
-    if progress == "json":
-        sys.stdout.write(json.dumps({"event": "log", "message": message}) + "\n")
-        sys.stdout.flush()
-    else:
-        print(message, file=sys.stderr)
