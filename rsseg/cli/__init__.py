@@ -11,7 +11,7 @@ line on stderr and exit status 1; usage errors exit 2; Ctrl-C / SIGTERM exit
 
 from __future__ import annotations
 
-import importlib
+import importlib.util  # binds importlib too; a bare `import importlib` leaves .util unset
 import os
 import signal
 import sys
