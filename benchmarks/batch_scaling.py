@@ -50,7 +50,7 @@ for t in tiles:
 
 
 def make_tiles(folder: Path, count: int, size: int) -> list[Path]:
-    from rsseg.synth import write_synthetic_scene
+    from rsseg.synth.scene import write_synthetic_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

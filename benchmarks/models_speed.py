@@ -1,9 +1,9 @@
 """CPU speed of every network: torch eager (channels_last) against ONNX Runtime, side by side.
 
 For each network (3 bands, 6 classes, seeded random weights) the checkpoint is
-exported with ``rsseg.onnx_export`` and one 1x3xSxS tile is run through the two
-predictors predict uses, :class:`rsseg.inference.TorchPredictor` (channels_last,
-inference mode) and :class:`rsseg.inference_onnx.OnnxPredictor`, alternating run
+exported with ``rsseg.export.onnx`` and one 1x3xSxS tile is run through the two
+predictors predict uses, :class:`rsseg.predict.predictor.TorchPredictor` (channels_last,
+inference mode) and :class:`rsseg.predict.onnx_predictor.OnnxPredictor`, alternating run
 by run so both see the same machine load; both include the softmax. Both use
 the same thread count. Prints the median and best Mpx/s of each and the ORT /
 eager ratio of the medians.
@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from rsseg.checkpoint import Checkpoint
-from rsseg.inference import TorchPredictor
-from rsseg.inference_onnx import OnnxPredictor
+from rsseg.predict.predictor import TorchPredictor
+from rsseg.predict.onnx_predictor import OnnxPredictor
 from rsseg.models import create_model, list_models
 
 from _speed import median_and_best, speed_arguments  # benchmarks/ is on sys.path
-from rsseg.onnx_export import export_checkpoint
+from rsseg.export.onnx import export_checkpoint
 
 
 def export(name: str, size: int, folder: Path) -> tuple[torch.nn.Module, Path, str]:

@@ -36,7 +36,7 @@ main(sys.argv[1:])
 def write_scene(path: Path, size: int, seed: int = 0, use_synth: bool = False) -> None:
     """A uint8 3-band scene written block by block (never whole in memory)."""
     if use_synth:
-        from rsseg.synth import write_synthetic_scene
+        from rsseg.synth.scene import write_synthetic_scene
 
         write_synthetic_scene(path, size, size, seed=seed, dsm_path=path.with_suffix(".dsm.tif"))
         return
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="2048,16384")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep scenes in")
-    ap.add_argument("--synth", action="store_true", help="scenes from rsseg.synth")
+    ap.add_argument("--synth", action="store_true", help="scenes from rsseg.synth.scene")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=128)
     opts = ap.parse_args()

@@ -6,7 +6,7 @@ since a shared machine makes single runs noisy, by their minimums):
 
 - forward: the scene's windows are read and normalised beforehand (not timed),
   then the predictor runs on each batch exactly as the pipeline calls it;
-- end-to-end: ``rsseg.pipeline.predict_scene`` (what `rsseg predict` runs after
+- end-to-end: ``rsseg.predict.engine.predict_scene`` (what `rsseg predict` runs after
   argument parsing): Dask reads, inference, streaming blend, block writes, COG.
 
 By default the network is the fastest real one registered in ``rsseg.models``
@@ -41,9 +41,9 @@ def build_model(name: str, in_channels: int) -> tuple[nn.Module, str]:
 
 
 def forward_only(scene_path: Path, predictor, tile: int, overlap: int, batch: int) -> float:
-    from rsseg.pipeline import _load_window
-    from rsseg.pipeline_blend import window_order
-    from rsseg.raster import Scene, default_normalization
+    from rsseg.predict.engine import _load_window
+    from rsseg.predict.blend import window_order
+    from rsseg.io.scene import Scene, default_normalization
     from rsseg.tiling import WindowGrid
 
     with Scene(scene_path) as scene:
@@ -58,7 +58,7 @@ def forward_only(scene_path: Path, predictor, tile: int, overlap: int, batch: in
 
 
 def end_to_end(scene_path: Path, out: Path, predictor, tile: int, overlap: int, batch: int):
-    from rsseg.pipeline import predict_scene
+    from rsseg.predict.engine import predict_scene
 
     t0 = time.perf_counter()
     result = predict_scene(scene_path, out, predictor, None, tile=tile, overlap=overlap,
@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
 
     from predict_memory import write_scene  # same folder
-    from rsseg.inference import TorchPredictor
+    from rsseg.predict.predictor import TorchPredictor
 
     work = Path(tempfile.mkdtemp(prefix="rsseg-overhead-"))
     scene = work / "scene.tif"

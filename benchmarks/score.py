@@ -6,8 +6,8 @@ directory, then times, side by side in one run:
 
 * ``rsseg score`` as a command (subprocess: start-up, reading both GeoTIFFs
   window by window, counting, JSON report);
-* :func:`rsseg.score.score_rasters` (the same, in process);
-* :func:`rsseg.metrics.confusion_matrix` on the arrays already in memory;
+* :func:`rsseg.score.rasters.score_rasters` (the same, in process);
+* :func:`rsseg.score.metrics.confusion_matrix` on the arrays already in memory;
 * ``sklearn.metrics.confusion_matrix`` on the same arrays in memory.
 
 It checks that every matrix is identical and prints medians, Mpx/s and ratios.
@@ -102,8 +102,8 @@ def main() -> None:
 
     from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-    from rsseg.metrics import confusion_matrix
-    from rsseg.score import score_rasters
+    from rsseg.score.metrics import confusion_matrix
+    from rsseg.score.rasters import score_rasters
 
     size = args.size
     label, pred = synthetic_maps(size)
@@ -133,7 +133,7 @@ def main() -> None:
                       args.repeats),
             "score_rasters, --erode-radius 3 (disc)":
                 timed(lambda: run_library(erode_radius=3), args.repeats),
-            "rsseg.metrics.confusion_matrix (in memory)":
+            "rsseg.score.metrics.confusion_matrix (in memory)":
                 timed(lambda: confusion_matrix(label, pred, 6), args.repeats),
             "sklearn confusion_matrix (in memory)":
                 timed(lambda: sk_confusion_matrix(label.ravel(), pred.ravel(),

@@ -12,7 +12,7 @@ MSLAM). The paths exchange features after VAN stages 3 and 4; a feature
 aggregation module (FAM, ECA-style channel gate) fuses the 1/8 maps and a head
 predicts at 1/8, upsampled x8.
 
-Verified (tests/test_models_bafnet_lwganet.py), 6 classes, 3 input bands:
+Verified (tests/models/test_models_bafnet_lwganet.py), 6 classes, 3 input bands:
 params 6,384,379 (paper 6.4 M, -0.2 %); 12.22 GMACs at 1x3x512x512 counted with
 ``torch.utils.flop_counter`` (paper 12.3 G "FLOPs", -0.6 %).
 

@@ -15,7 +15,7 @@ MHSA on pooled tokens in stage 3, full MHSA in stage 4); max-pool indices put
 the processed tokens back (TGFI). A channel MLP and one residual close the
 block. DRFD modules downsample between stages.
 
-Verified (tests/test_models_bafnet_lwganet.py; MACs of conv/matmul layers from
+Verified (tests/models/test_models_bafnet_lwganet.py; MACs of conv/matmul layers from
 ``torch.utils.flop_counter``, the papers' "FLOPs" are thop-style MACs):
 
 ======================  ============  ===========  ==============================

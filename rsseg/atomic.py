@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputError
+from rsseg.errors import OutputError
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:

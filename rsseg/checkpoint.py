@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classes import ISPRS, ClassScheme
-from .errors import ModelError
+from rsseg.classes import ISPRS, ClassScheme
+from rsseg.errors import ModelError
 
 FORMAT = "rsseg-checkpoint"
 FORMAT_VERSION = 1

@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .classes import NODATA, ClassScheme
-from .errors import ModelError, OutputError
+from rsseg.classes import NODATA, ClassScheme
+from rsseg.errors import ModelError, OutputError
 
 DEMO_SEED = 7  # not among the seeds the bundled weights were trained or validated on
 QUICKLOOK_PX = 600  # longest side of each quicklook panel
@@ -48,18 +48,18 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
     """
     _check_model(model, weights)  # a bad name or checkpoint fails before anything is written
     files = _prepare_dir(Path(out_dir))
-    from .synth import write_synthetic_scene
+    from rsseg.synth.scene import write_synthetic_scene
 
     say(f"1/5 synthesising a {size}x{size} scene (seed {seed}) -> {files.scene}")
     write_synthetic_scene(files.scene, size, size, seed=seed, labels_path=files.labels,
                           overwrite=True, progress=progress)
     resolved = _predict(files, model, weights, device, progress, say)
-    from .vectorize import vectorize_raster
+    from rsseg.vectorize.streaming import vectorize_raster
 
     say(f"3/5 vectorizing -> {files.vectors}")
     vectors = vectorize_raster(files.classes, files.vectors, overwrite=True, progress=progress)
-    from .score import score_rasters
-    from .score_report import format_table, write_json
+    from rsseg.score.rasters import score_rasters
+    from rsseg.score.report import format_table, write_json
 
     say(f"4/5 scoring against the synthetic labels -> {files.score_json}")
     # The ISPRS papers' convention: clutter is scored (OA) but left out of the means.
@@ -74,12 +74,12 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
 
 
 def _check_model(model: str, weights) -> None:
-    from .checkpoint import load_checkpoint
-    from .inference import check_model_name
+    from rsseg.checkpoint import load_checkpoint
+    from rsseg.predict.predictor import check_model_name
 
     check_model_name(model)
     if weights is None:
-        from .bundled import bundled_weights
+        from rsseg.weights.bundled import bundled_weights
 
         weights = bundled_weights(model)
         if weights is None:
@@ -97,9 +97,9 @@ def _prepare_dir(out: Path) -> DemoFiles:
 
 
 def _predict(files: DemoFiles, model: str, weights, device, progress, say):
-    from .inference import TorchPredictor, resolve_model
-    from .pipeline import predict_scene
-    from .raster import Scene
+    from rsseg.predict.predictor import TorchPredictor, resolve_model
+    from rsseg.predict.engine import predict_scene
+    from rsseg.io.scene import Scene
 
     scene = Scene(files.scene)
     resolved = resolve_model(model, weights, scene.channels)
@@ -141,7 +141,7 @@ def write_quicklook(scene: Path, classes_path: Path, labels: Path, out: Path,
     from matplotlib.patches import Patch
     from rasterio.enums import Resampling
 
-    from .atomic import atomic_output
+    from rsseg.atomic import atomic_output
 
     image = _read_small(scene, [1, 2, 3], Resampling.average).astype(np.float32)
     lo, hi = np.percentile(image, 1), np.percentile(image, 99)

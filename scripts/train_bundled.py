@@ -143,7 +143,7 @@ def score_shipped(path: Path, val_files: dict) -> dict:
     """Validation scores of the fp16 file as shipped (what predict will load)."""
     from rsseg.checkpoint import load_checkpoint
     from rsseg.classes import ISPRS
-    from rsseg.metrics import scores_from_confusion
+    from rsseg.score.metrics import scores_from_confusion
     from rsseg.training.evaluate import confusion_on_scenes
     from rsseg.training.scenes import inspect_scenes, pair_scenes
 

@@ -79,7 +79,7 @@ def register_test_model():
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """The bad-input matrix's evidence line (tests/test_bad_inputs.py), shown even without -s."""
+    """The bad-input matrix's evidence line (tests/cli/test_bad_inputs.py), shown even without -s."""
     line = getattr(config, "rsseg_reliability_summary", None)
     if line:
         terminalreporter.section("reliability matrix")

@@ -38,7 +38,7 @@ def _show_version(ctx, param, value):
     # metadata costs ~40 ms, which every command would pay at start-up.
     if not value or ctx.resilient_parsing:
         return
-    from .. import __version__
+    from rsseg import __version__
 
     click.echo(f"rsseg, version {__version__}")
     ctx.exit()
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
 
 def run(argv, debug: bool = False) -> int:
     """Run the CLI and map every failure to an exit status and one stderr line."""
-    from ..errors import RssegError
+    from rsseg.errors import RssegError
 
     try:
         rv = cli.main(args=argv, prog_name="rsseg", standalone_mode=False)

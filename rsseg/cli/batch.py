@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import common_options, parse_bands, seed_option, window_options
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -59,9 +59,9 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
       rsseg batch city.vrt -o out/ --weights w.pt --scheduler tcp://scheduler-host:8786
       rsseg batch tiles.txt -o out/ --weights w.pt --resume
     """
-    from ..batch import BatchOptions, run_batch
-    from ..inference import check_model_name
-    from ..progress import progress_mode
+    from rsseg.batch.driver import BatchOptions, run_batch
+    from rsseg.predict.predictor import check_model_name
+    from rsseg.progress import progress_mode
 
     if resume and overwrite:
         raise click.BadParameter("choose one of --resume and --overwrite", param_hint="--resume")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options
+from rsseg.cli.options import common_options
 
 
 @click.command(short_help="Run the whole pipeline on a synthetic scene (make demo).")
@@ -30,8 +30,8 @@ def demo(out_dir, model, weights, size, seed, device, overwrite, progress, progr
     Example:
       rsseg demo --out demo_out          (what `make demo` runs)
     """
-    from ..demo import run_demo
-    from ..progress import progress_mode
+    from rsseg.demo import run_demo
+    from rsseg.progress import progress_mode
 
     mode = progress_mode(progress, progress_json)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options
+from rsseg.cli.options import common_options
 
-OPSET_RANGE = (11, 20)  # = rsseg.onnx_export.OPSETS (not imported: keeps --help fast)
+OPSET_RANGE = (11, 20)  # = rsseg.export.onnx.OPSETS (not imported: keeps --help fast)
 
 
 @click.command("export", short_help="Export a checkpoint to ONNX.")
@@ -32,10 +32,10 @@ def export(checkpoint, output, opset, tile, overwrite, progress, progress_json):
       rsseg export runs/x/best.pt -o model.onnx
       rsseg predict scene.tif --backend onnx --weights model.onnx -o classes.tif
     """
-    from ..atomic import check_output_path
-    from ..checkpoint import load_checkpoint
-    from ..onnx_export import export_checkpoint
-    from ..progress import Progress, progress_mode
+    from rsseg.atomic import check_output_path
+    from rsseg.checkpoint import load_checkpoint
+    from rsseg.export.onnx import export_checkpoint
+    from rsseg.progress import Progress, progress_mode
 
     # Cheap checks first: a bad output path or checkpoint fails before any bar is drawn.
     check_output_path(output, overwrite)

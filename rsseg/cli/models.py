@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import debug_option
+from rsseg.cli.options import debug_option
 
 
 @click.command("models")
@@ -22,7 +22,7 @@ def models(names, as_json):
     """
     import json
 
-    from rsseg.model_info import describe_models, format_table
+    from rsseg.weights.catalog import describe_models, format_table
 
     records = describe_models(list(names))
     click.echo(json.dumps(records, indent=2) if as_json else format_table(records))

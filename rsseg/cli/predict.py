@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .options import DEFAULT_TILE, common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import DEFAULT_TILE, common_options, parse_bands, seed_option, window_options
 
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 
 
 def _parse_band_files(ctx, param, values):
-    """Each ``PATH[:BANDS]`` -> :class:`rsseg.raster.BandFile`."""
-    from ..raster import parse_band_file
+    """Each ``PATH[:BANDS]`` -> :class:`rsseg.io.scene.BandFile`."""
+    from rsseg.io.scene import parse_band_file
 
     try:
         return tuple(parse_band_file(v) for v in values)
@@ -86,11 +86,11 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     """
     import warnings
 
-    from ..atomic import check_output_path
-    from ..inference import TorchPredictor, check_model_name, resolve_device, resolve_model
-    from ..pipeline import predict_scene
-    from ..progress import progress_mode
-    from ..raster import Scene
+    from rsseg.atomic import check_output_path
+    from rsseg.predict.predictor import TorchPredictor, check_model_name, resolve_device, resolve_model
+    from rsseg.predict.engine import predict_scene
+    from rsseg.progress import progress_mode
+    from rsseg.io.scene import Scene
 
     # Cheap checks first: nothing is read or computed before they pass.
     _check_distinct_outputs([input, dsm] + [f.path for f in band_files], output, probs, vector)
@@ -98,7 +98,7 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     if probs:
         check_output_path(probs, overwrite)
     if vector:
-        from ..vectorize import qml_sidecar_path
+        from rsseg.vectorize.streaming import qml_sidecar_path
 
         check_output_path(vector, overwrite)
         check_output_path(qml_sidecar_path(vector), overwrite)
@@ -114,7 +114,7 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     for w in caught:
         click.echo(f"rsseg: warning: {w.message}", err=True)
     if backend == "onnx":
-        from ..inference_onnx import resolve_onnx
+        from rsseg.predict.onnx_predictor import resolve_onnx
 
         resolved = resolve_onnx(weights, scene.channels, device)
     else:
@@ -146,7 +146,7 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
         click.echo(f"rsseg: warning: {input}: every pixel read is nodata; the output is all "
                    "nodata (255)", err=True)
     if vector:
-        from ..vectorize import vectorize_raster
+        from rsseg.vectorize.streaming import vectorize_raster
 
         vectorize_raster(output, vector, probs=probs, overwrite=overwrite,
                          progress=progress_mode(progress, progress_json))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options
+from rsseg.cli.options import common_options
 
 EPILOG = """\b
 Examples:
@@ -61,10 +61,10 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     (paired by file name) or a --pairs CSV. Prints a per-class table (IoU, F1,
     precision, recall, support) and OA, mIoU, mF1, kappa.
     """
-    from ..progress import log_message, progress_mode
-    from ..score import score_many
-    from ..score_pairs import pair_by_name, read_pairs_csv
-    from ..score_report import check_report_paths, format_table, write_reports
+    from rsseg.progress import log_message, progress_mode
+    from rsseg.score.rasters import score_many
+    from rsseg.score.pairing import pair_by_name, read_pairs_csv
+    from rsseg.score.report import check_report_paths, format_table, write_reports
 
     pairs = _pairs(rasters, labels_dir, pairs_csv, eroded, pair_by_name, read_pairs_csv)
     outputs = {"json": json_path, "csv": csv_path, "plot": plot_path}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, seed_option
+from rsseg.cli.options import common_options, seed_option
 
 EPILOG = """\b
 Examples:
@@ -74,8 +74,8 @@ def synth(output, size, seed, labels_path, labels_rgb_path, dsm_path, nodata_bor
     size, and the same seed always gives byte-identical files.
     """
 
-    from ..progress import log_message, progress_mode
-    from ..synth import write_synthetic_scene
+    from rsseg.progress import log_message, progress_mode
+    from rsseg.synth.scene import write_synthetic_scene
 
     width, height = size
     mode = progress_mode(progress, progress_json)

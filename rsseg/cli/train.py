@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import common_options, seed_option
+from rsseg.cli.options import common_options, seed_option
 
 # Settings that --resume may change without making the result differ from an
 # uninterrupted run (epochs stretches the schedule, documented).
@@ -106,10 +106,10 @@ def train(ctx, images, labels, val_images, val_labels, dsm, val_dsm, out_dir, re
         --crop 512 --batch-size 8 --epochs 100 --val-images v/*.tif --val-labels vg/*.tif
     rsseg train --resume runs/x
     """
-    from ..progress import progress_mode
-    from ..training import TrainConfig
-    from ..training import resume as resume_run
-    from ..training import train as train_run
+    from rsseg.progress import progress_mode
+    from rsseg.training import TrainConfig
+    from rsseg.training import resume as resume_run
+    from rsseg.training import train as train_run
 
     mode = progress_mode(progress, progress_json)
     if resume_dir:

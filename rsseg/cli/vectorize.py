@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options
+from rsseg.cli.options import common_options
 
 
 def _parse_classes(ctx, param, value):
@@ -47,8 +47,8 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
     --probs), styled for QGIS by class colour. Polygons are exactly those of a
     whole-raster polygonization, although the raster is processed in blocks.
     """
-    from ..progress import progress_mode
-    from ..vectorize import vectorize_raster
+    from rsseg.progress import progress_mode
+    from rsseg.vectorize.streaming import vectorize_raster
 
     mode = progress_mode(progress, progress_json)
     summary = vectorize_raster(class_raster, output, layer=layer, probs=probs,

@@ -4,7 +4,7 @@
 See docs/training.md.
 """
 
-from .config import TrainConfig
-from .trainer import TrainResult, resume, train
+from rsseg.training.config import TrainConfig
+from rsseg.training.trainer import TrainResult, resume, train
 
 __all__ = ["TrainConfig", "TrainResult", "resume", "train"]

@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import Normalization
-from ..classes import NODATA, ClassScheme
-from .sampling import ClassSampler
-from .scenes import SceneInfo, SceneReader
+from rsseg.checkpoint import Normalization
+from rsseg.classes import NODATA, ClassScheme
+from rsseg.training.sampling import ClassSampler
+from rsseg.training.scenes import SceneInfo, SceneReader
 
 
 @dataclass(frozen=True)

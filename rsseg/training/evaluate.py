@@ -1,4 +1,4 @@
-"""Validation: predict held-out scenes tile by tile and score them with rsseg.metrics.
+"""Validation: predict held-out scenes tile by tile and score them with rsseg.score.metrics.
 
 Tiles are read with a margin of context on each side and only their centre is
 scored, so tile borders (where a network sees little context) do not bias the
@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import Normalization
-from ..classes import ClassScheme
-from .scenes import SceneInfo, SceneReader
+from rsseg.checkpoint import Normalization
+from rsseg.classes import ClassScheme
+from rsseg.training.scenes import SceneInfo, SceneReader
 
 
 def tile_windows(width: int, height: int, tile: int, margin: int):
@@ -47,7 +47,7 @@ def confusion_on_scenes(model: torch.nn.Module, infos: Sequence[SceneInfo], labe
                         channels_last: bool = False, amp_dtype: torch.dtype | None = None,
                         on_tile: Callable[[], None] | None = None) -> np.ndarray:
     """Confusion matrix (rows = label) of the model over every validation scene."""
-    from ..metrics import confusion_matrix
+    from rsseg.score.metrics import confusion_matrix
 
     k = classes.num_classes
     cm = np.zeros((k, k), np.int64)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..atomic import atomic_output
+from rsseg.atomic import atomic_output
 
 LOG_CSV = "log.csv"
 LOG_JSON = "log.json"

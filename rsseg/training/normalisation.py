@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..checkpoint import Normalization
-from ..classes import NODATA, ClassScheme
-from ..errors import InputError
-from .scenes import SceneInfo, SceneReader, scene_blocks
+from rsseg.checkpoint import Normalization
+from rsseg.classes import NODATA, ClassScheme
+from rsseg.errors import InputError
+from rsseg.training.scenes import SceneInfo, SceneReader, scene_blocks
 
 
 @dataclass

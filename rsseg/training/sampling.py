@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..classes import NODATA, ClassScheme
-from .scenes import SceneInfo, SceneReader, scene_blocks
+from rsseg.classes import NODATA, ClassScheme
+from rsseg.training.scenes import SceneInfo, SceneReader, scene_blocks
 
 MIN_CELL = 32
 MAX_CELLS = 512

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..classes import NODATA, ClassScheme
-from ..errors import InputError
+from rsseg.classes import NODATA, ClassScheme
+from rsseg.errors import InputError
 
 LABEL_FORMATS = ("index", "isprs-rgb")
 
@@ -60,13 +60,13 @@ def pair_scenes(images: Sequence[str], labels: Sequence[str],
 
 
 def _open(path: str):
-    from ..raster import open_raster
+    from rsseg.io.scene import open_raster
 
     return open_raster(path, "training input")
 
 
 def _same_grid(a, b) -> bool:
-    from ..raster import same_grid
+    from rsseg.io.scene import same_grid
 
     # Labels made by other tools often carry a transform rounded in its last digits.
     return same_grid(a, b, tolerance=1e-6 * max(abs(a.transform.a), 1e-9))
@@ -120,11 +120,11 @@ def decode_labels(block: np.ndarray, label_format: str, classes: ClassScheme,
                   path: str) -> np.ndarray:
     """(bands, H, W) label block -> (H, W) uint8 class ids with NODATA where unlabelled.
 
-    Decoding is the scoring code's (:mod:`rsseg.score_labels`). Unknown values
+    Decoding is the scoring code's (:mod:`rsseg.score.labels`). Unknown values
     (index labels) or colours (RGB labels) are an error here, not something to
     train on silently.
     """
-    from ..score_labels import UnknownValues, decode_index, decode_rgb
+    from rsseg.score.labels import UnknownValues, decode_index, decode_rgb
 
     unknown = UnknownValues()
     if label_format == "isprs-rgb":

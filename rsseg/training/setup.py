@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, ModelError
+from rsseg.errors import InputError, ModelError
 
 
 def build_model(name: str, in_channels: int, num_classes: int,
                 config: dict[str, Any] | None = None) -> torch.nn.Module:
-    from ..inference import check_model_name
-    from ..models import create_model
+    from rsseg.predict.predictor import check_model_name
+    from rsseg.models import create_model
 
     check_model_name(name)  # unknown names and backbone-only classifiers fail here
     try:

@@ -16,20 +16,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..atomic import atomic_output
-from ..checkpoint import Checkpoint, Normalization
-from ..classes import ISPRS, ClassScheme
-from ..errors import InputError, ModelError, OutputError
-from ..progress import Mode, Progress, log_message
-from .config import TrainConfig
-from .dataset import Augmentation, RandomWindowDataset
-from .evaluate import confusion_on_scenes, count_tiles
-from .logs import plot_curves, write_logs
-from .loss import HybridLoss
-from .normalisation import check_class_counts, count_blocks, scan_scenes
-from .sampling import ClassSampler, class_grid
-from .scenes import SceneInfo, inspect_scenes, pair_scenes
-from .setup import build_model, load_pretrained, resolve_device, use_amp, use_channels_last
+from rsseg.atomic import atomic_output
+from rsseg.checkpoint import Checkpoint, Normalization
+from rsseg.classes import ISPRS, ClassScheme
+from rsseg.errors import InputError, ModelError, OutputError
+from rsseg.progress import Mode, Progress, log_message
+from rsseg.training.config import TrainConfig
+from rsseg.training.dataset import Augmentation, RandomWindowDataset
+from rsseg.training.evaluate import confusion_on_scenes, count_tiles
+from rsseg.training.logs import plot_curves, write_logs
+from rsseg.training.loss import HybridLoss
+from rsseg.training.normalisation import check_class_counts, count_blocks, scan_scenes
+from rsseg.training.sampling import ClassSampler, class_grid
+from rsseg.training.scenes import SceneInfo, inspect_scenes, pair_scenes
+from rsseg.training.setup import build_model, load_pretrained, resolve_device, use_amp, use_channels_last
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -183,7 +183,7 @@ def _check_run_dir(out: Path, overwrite: bool) -> None:
 
 
 def _load_resume_state(path: Path) -> tuple[Checkpoint, dict]:
-    from ..checkpoint import load_checkpoint
+    from rsseg.checkpoint import load_checkpoint
 
     if not path.exists():
         raise InputError(f"no {LAST} to resume from; is this an rsseg train run directory?",
@@ -303,7 +303,7 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, loss_fn, total_steps: int
 
 
 def _validate(run: _Run, progress: Mode) -> dict:
-    from ..metrics import scores_from_confusion
+    from rsseg.score.metrics import scores_from_confusion
 
     cfg = run.config
     with Progress(count_tiles(run.val_infos, cfg.val_tile, cfg.val_margin), "validation",

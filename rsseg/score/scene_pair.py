@@ -1,0 +1,357 @@
+"""Raster access for scoring: open, check, align and read (prediction, label) windows.
+
+A :class:`ScenePair` opens one prediction and its label, checks that they can be
+compared (integer classes, same grid unless aligned), and hands out windows of
+both as uint8 class arrays ready for :func:`rsseg.score.metrics.joint_histogram`:
+
+* prediction: nodata (the raster's nodata value, 255 by default) becomes 255;
+* label: every pixel that must not be scored (``ignore_index``, label nodata,
+  eroded boundary, unknown colour) holds ``ignore_index``.
+
+Windows are groups of whole blocks of the prediction, about
+``window_pixels`` in size, so memory does not depend on the scene size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rsseg.classes import ISPRS, NODATA, ClassScheme
+from rsseg.errors import InputError
+from rsseg.score.labels import UnknownValues, boundary_mask, decode_index, decode_rgb, to_uint8
+
+LABEL_FORMATS = ("index", "isprs-rgb")
+DEFAULT_WINDOW_PIXELS = 1 << 22  # ~4 Mpx: a few MB per array, few Python round trips
+CLASS_TAG_KEYS = ("class_names", "classes", "rsseg_classes", "class_scheme")
+
+
+@dataclass
+class ScoreOptions:
+    """How labels are read and what is ignored (shared by every scene)."""
+
+    label_format: str = "index"
+    ignore_index: int = 255
+    eroded: bool = False
+    erode_radius: int = 0
+    erode_shape: str = "disc"
+    ignore_unknown: bool = False
+    align: bool = False
+    window_pixels: int = DEFAULT_WINDOW_PIXELS
+
+    def __post_init__(self):
+        if self.label_format not in LABEL_FORMATS:
+            raise ValueError(f"label_format must be one of {LABEL_FORMATS}")
+        if not 0 <= int(self.ignore_index) <= 255:
+            raise ValueError("ignore_index must be in 0..255")
+        if self.erode_radius < 0:
+            raise ValueError("erode_radius must be >= 0")
+
+
+@dataclass
+class ReadCounts:
+    """Pixels set aside while reading one scene (besides what the histogram shows)."""
+
+    label_nodata: int = 0
+    boundary: int = 0
+    unknown_label: UnknownValues = field(default_factory=UnknownValues)
+
+
+# ---------------------------------------------------------------- opening
+
+def open_raster(path: str | os.PathLike, role: str):
+    """rasterio dataset, or an InputError naming the file and the problem."""
+    from rsseg.io.scene import open_raster as _open
+
+    return _open(path, role)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _is_integer(dtype: str) -> bool:
+    return np.issubdtype(np.dtype(dtype), np.integer)
+
+
+def read_class_scheme(src) -> tuple[ClassScheme, str]:
+    """Class names (and colours) stored in a prediction raster, else ISPRS.
+
+    Reads what :func:`rsseg.io.cog.describe_classes` writes (dataset tags
+    ``CLASS_NAMES`` = comma-separated names, ``CLASS_COLOURS`` = JSON list of
+    [r, g, b]), and also accepts a tag named one of :data:`CLASS_TAG_KEYS` on
+    band 1 or the dataset holding a JSON list of names or a JSON object
+    ``{"names": [...], "colours": [...]}``. Colours missing from the tags come
+    from the band's colour table, else from ISPRS when the names are the ISPRS
+    ones. Returns the scheme and where it came from (for the report).
+    """
+    for tags, where in ((src.tags(), "dataset tags"), (src.tags(1), "band 1 tags")):
+        for key, value in tags.items():
+            if key.lower() in CLASS_TAG_KEYS:
+                names, colours = _parse_class_tag(value)
+                if names:
+                    colours = colours or _tag_colours(tags, len(names)) or _colours_for(src, names)
+                    return ClassScheme(tuple(names), tuple(colours)), f"{where} ({key})"
+    return ISPRS, "default ISPRS classes (no class names in the prediction)"
+
+
+def _tag_colours(tags: dict, count: int) -> list | None:
+    for key, value in tags.items():
+        if key.lower() in ("class_colours", "class_colors"):
+            try:
+                colours = [tuple(int(v) for v in c[:3]) for c in json.loads(value)]
+            except (ValueError, TypeError):
+                return None
+            return colours if len(colours) == count else None
+    return None
+
+
+def _parse_class_tag(value: str) -> tuple[list[str], list | None]:
+    text = value.strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if isinstance(parsed, dict):
+        names = [str(n) for n in parsed.get("names", [])]
+        colours = parsed.get("colours") or parsed.get("colors")
+        if colours and len(colours) == len(names):
+            return names, [tuple(int(v) for v in c[:3]) for c in colours]
+        return names, None
+    if isinstance(parsed, list):
+        return [str(n) for n in parsed], None
+    return [], None
+
+
+def _colours_for(src, names: list[str]) -> list[tuple[int, int, int]]:
+    if tuple(names) == ISPRS.names:
+        return list(ISPRS.colours)
+    try:
+        cmap = src.colormap(1)
+        return [tuple(int(v) for v in cmap[i][:3]) for i in range(len(names))]
+    except ValueError:  # no colour table: colours only matter for RGB labels
+        return [(i, i, i) for i in range(len(names))]
+
+
+# ---------------------------------------------------------------- grids
+
+def grid_mismatch(pred, label) -> str | None:
+    """What differs between two rasters' grids (CRS, transform, shape), or None."""
+    problems = []
+    if pred.crs != label.crs:
+        problems.append(f"CRS {_crs_name(pred.crs)} vs {_crs_name(label.crs)}")
+    if (pred.height, pred.width) != (label.height, label.width):
+        problems.append(f"size {pred.width}x{pred.height} vs {label.width}x{label.height}")
+    tp, tl = np.array(tuple(pred.transform)[:6]), np.array(tuple(label.transform)[:6])
+    tolerance = 1e-6 * max(abs(pred.transform.a), abs(pred.transform.e), 1e-12)
+    if not np.allclose(tp, tl, rtol=0, atol=tolerance):
+        problems.append(f"transform {_fmt_transform(pred.transform)} vs "
+                        f"{_fmt_transform(label.transform)}")
+    return "; ".join(problems) or None
+
+
+def _crs_name(crs) -> str:
+    if crs is None:
+        return "none"
+    return crs.to_string() if len(crs.to_string()) < 40 else "(custom CRS)"
+
+
+def _fmt_transform(t) -> str:
+    return f"(origin {t.c:.6g}, {t.f:.6g}; pixel {t.a:.6g} x {t.e:.6g})"
+
+
+def check_overlap(pred, label, label_path, pred_path) -> None:
+    """Fail when the label's footprint misses the prediction's (for --align)."""
+    from rasterio.warp import transform_bounds
+
+    if label.crs is None or pred.crs is None:
+        raise InputError(f"cannot align {label_path} onto {pred_path}: "
+                         "both rasters need a CRS")
+    try:
+        left, bottom, right, top = transform_bounds(label.crs, pred.crs, *label.bounds)
+    except Exception as exc:  # noqa: BLE001 - PROJ errors come in several types
+        raise InputError(f"cannot reproject {label_path} to the CRS of {pred_path}: "
+                         f"{_one_line(exc)}") from exc
+    pb = pred.bounds
+    if left >= pb.right or right <= pb.left or bottom >= pb.top or top <= pb.bottom:
+        raise InputError(f"label {label_path} does not overlap prediction {pred_path}")
+
+
+# ---------------------------------------------------------------- windows
+
+def processing_windows(width: int, height: int, block_shape: tuple[int, int],
+                       window_pixels: int = DEFAULT_WINDOW_PIXELS) -> list:
+    """Row-major windows made of whole blocks, each about ``window_pixels`` large."""
+    from rasterio.windows import Window
+
+    block_h, block_w = (max(1, int(v)) for v in block_shape)
+    side = max(1, int(math.isqrt(max(1, window_pixels))))
+    win_w = min(width, block_w * max(1, side // block_w))
+    win_h = min(height, block_h * max(1, window_pixels // (win_w * block_h)))
+    return [Window(col, row, min(win_w, width - col), min(win_h, height - row))
+            for row in range(0, height, win_h) for col in range(0, width, win_w)]
+
+
+# ---------------------------------------------------------------- one scene
+
+class ScenePair:
+    """An open (prediction, label) pair that reads comparable uint8 windows."""
+
+    def __init__(self, pred_path, label_path, options: ScoreOptions):
+        self.pred_path, self.label_path = Path(pred_path), Path(label_path)
+        self.options = options
+        self.counts = ReadCounts()
+        self.pred = open_raster(pred_path, "prediction")
+        self._datasets = [self.pred]
+        try:
+            self._check_prediction()
+            self.scheme, self.scheme_source = read_class_scheme(self.pred)
+            self.label_file = open_raster(label_path, "label")
+            self._datasets.append(self.label_file)
+            self._check_label()
+            self.label = self._grid_matched_label()
+        except BaseException:
+            self.close()
+            raise
+        nodata = self.pred.nodata
+        self.pred_nodata = NODATA if nodata is None else nodata
+
+    # -- checks
+
+    def _check_prediction(self) -> None:
+        dtype = self.pred.dtypes[0]
+        if self.pred.count != 1:
+            raise InputError(f"prediction has {self.pred.count} bands; a class raster has one "
+                             "band of class ids (is this the image rather than its classes?)",
+                             self.pred_path)
+        if not _is_integer(dtype):
+            raise InputError(f"prediction has {dtype} pixels; expected integer class ids "
+                             "(a class raster such as rsseg predict writes)", self.pred_path)
+
+    def _check_label(self) -> None:
+        src, fmt = self.label_file, self.options.label_format
+        dtype = src.dtypes[0]
+        if fmt == "index":
+            if src.count >= 3 and dtype == "uint8":
+                raise InputError(f"label has {src.count} bands; for colour-coded labels "
+                                 "pass --label-format isprs-rgb", self.label_path)
+            if not _is_integer(dtype):
+                raise InputError(f"label has {dtype} pixels; expected integer class ids",
+                                 self.label_path)
+        elif src.count < 3 or dtype != "uint8":
+            raise InputError(f"--label-format isprs-rgb needs a 3-band uint8 raster, got "
+                             f"{src.count} band(s) of {dtype}", self.label_path)
+
+    def _grid_matched_label(self):
+        mismatch = grid_mismatch(self.pred, self.label_file)
+        if mismatch is None:
+            return self.label_file
+        if not self.options.align:
+            raise InputError(f"grids differ between prediction {self.pred_path} and label "
+                             f"{self.label_path}: {mismatch}; pass --align to reproject the "
+                             "label onto the prediction grid")
+        check_overlap(self.pred, self.label_file, self.label_path, self.pred_path)
+        return self._warped_label()
+
+    def _warped_label(self):
+        from rasterio.enums import ColorInterp, Resampling
+        from rasterio.vrt import WarpedVRT
+
+        src = self.label_file
+        # Pixels outside the label's footprint must read as "no label": through
+        # the label's own nodata or alpha band if it has one, else an added alpha.
+        has_alpha = ColorInterp.alpha in src.colorinterp
+        vrt = WarpedVRT(src, crs=self.pred.crs, transform=self.pred.transform,
+                        width=self.pred.width, height=self.pred.height,
+                        resampling=Resampling.nearest,
+                        add_alpha=src.nodata is None and not has_alpha)
+        self._datasets.append(vrt)
+        return vrt
+
+    # -- reading
+
+    def windows(self) -> list:
+        return processing_windows(self.pred.width, self.pred.height,
+                                  self.pred.block_shapes[0], self.options.window_pixels)
+
+    def read(self, window) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction, label) uint8 arrays of one window."""
+        return self.read_prediction(window), self.read_label(window)
+
+    def read_prediction(self, window) -> np.ndarray:
+        raw = self.pred.read(1, window=window)
+        k = self.scheme.num_classes
+        pred, _ = to_uint8(raw, k if k < NODATA else NODATA)
+        if self.pred_nodata != NODATA:
+            pred[raw == self.pred_nodata] = NODATA
+        return pred
+
+    def read_label(self, window) -> np.ndarray:
+        radius = self.options.erode_radius
+        if radius <= 0:
+            return self._decoded_label(window)
+        halo = _grow(window, radius, self.pred.width, self.pred.height)
+        labels = self._decoded_label(halo)
+        on_edge = boundary_mask(labels, self.scheme.num_classes, radius,
+                                self.options.erode_shape, self.options.ignore_index)
+        top, left = window.row_off - halo.row_off, window.col_off - halo.col_off
+        core = (slice(top, top + window.height), slice(left, left + window.width))
+        labels, on_edge = labels[core].copy(), on_edge[core]
+        labels[on_edge] = self.options.ignore_index
+        self.counts.boundary += int(np.count_nonzero(on_edge))
+        return labels
+
+    def _decoded_label(self, window) -> np.ndarray:
+        opts, src = self.options, self.label
+        rgb = opts.label_format == "isprs-rgb"
+        raw = src.read((1, 2, 3) if rgb else 1, window=window)
+        missing = self._label_missing(raw, window)
+        if rgb:
+            labels = decode_rgb(raw, self.scheme.colours, opts.ignore_index,
+                                self.counts.unknown_label, boundary_black=opts.eroded,
+                                missing=missing)
+        elif raw.dtype == np.uint8:
+            # Unknown uint8 values are read off the joint histogram later
+            # (cheaper than a per-window check).
+            labels = raw
+        else:
+            labels = decode_index(raw, self.scheme.num_classes, opts.ignore_index,
+                                  self.counts.unknown_label, missing=missing)
+        if missing is not None and missing.any():
+            labels[missing] = opts.ignore_index
+            self.counts.label_nodata += int(np.count_nonzero(missing))
+        return labels
+
+    def _label_missing(self, raw: np.ndarray, window) -> np.ndarray | None:
+        """Label pixels without data: label nodata, or outside the label once aligned."""
+        if self.options.align:  # the VRT's mask covers both
+            return self.label.read_masks(1, window=window) == 0
+        nodata = self.label.nodata
+        if nodata is None or (raw.ndim == 2 and nodata == self.options.ignore_index):
+            return None  # nothing to do: ignored anyway (and counted as label_ignored)
+        return np.all(raw == nodata, axis=0) if raw.ndim == 3 else raw == nodata
+
+    def close(self) -> None:
+        for ds in reversed(self._datasets):
+            ds.close()
+        self._datasets = []
+
+    def __enter__(self) -> "ScenePair":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _grow(window, radius: int, width: int, height: int):
+    from rasterio.windows import Window
+
+    col0, row0 = max(0, window.col_off - radius), max(0, window.row_off - radius)
+    col1 = min(width, window.col_off + window.width + radius)
+    row1 = min(height, window.row_off + window.height + radius)
+    return Window(col0, row0, col1 - col0, row1 - row0)

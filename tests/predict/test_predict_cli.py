@@ -1,0 +1,182 @@
+"""``rsseg predict`` in-process: happy paths, checkpoints, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import torch.nn as nn
+
+from rsseg.checkpoint import Checkpoint, Normalization
+from rsseg.cli import run
+from rsseg.models import create_model
+
+MODEL = "tiny_test_net"
+
+
+def tiny_net(in_channels=3, num_classes=6):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, num_classes, 1))
+
+
+@pytest.fixture
+def tiny_model(register_test_model):
+    return register_test_model(MODEL, tiny_net)
+
+
+@pytest.fixture
+def scene(make_geotiff):
+    data = np.random.default_rng(0).integers(0, 255, (3, 90, 130)).astype(np.uint8)
+    return make_geotiff(data)
+
+
+def rsseg(*args) -> int:
+    return run([str(a) for a in args])
+
+
+def stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_random_weights_run_twice_agree_and_say_so(tiny_model, scene, tmp_path, capsys):
+    outs = []
+    for name in ("a.tif", "b.tif"):
+        out = tmp_path / name
+        assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o", out,
+                     "--tile", 64, "--overlap", 16, "--no-progress", "--probs",
+                     tmp_path / f"p{name}") == 0
+        with rasterio.open(out) as ds, rasterio.open(scene) as src:
+            assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
+            outs.append(ds.read(1))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert outs[0].max() < 6
+    err = capsys.readouterr().err
+    assert "random weights (seed 0)" in err and "in_channels=3" in err
+
+
+def test_checkpoint_weights_and_repeated_bands(tiny_model, make_geotiff, tmp_path, capsys):
+    pan = make_geotiff(np.random.default_rng(1).integers(0, 255, (70, 50)).astype(np.uint8),
+                       name="pan.tif")
+    torch.manual_seed(3)
+    model = create_model(MODEL, in_channels=3, num_classes=6)
+    ckpt = tmp_path / "best.pt"
+    Checkpoint.from_model(model, bands=Normalization(["R", "G", "B"], [100.0] * 3, [50.0] * 3),
+                          tile={"size": 32, "overlap": 8}).save(ckpt)
+    out = tmp_path / "out.tif"
+    assert rsseg("predict", pan, "--model", MODEL, "--weights", ckpt, "--bands", "1,1,1",
+                 "-o", out, "--no-progress") == 0
+    assert stderr_lines(capsys) == []
+    with rasterio.open(pan) as src, torch.inference_mode():
+        x = (src.read(1).astype(np.float32) - 100.0) / 50.0
+        whole = model(torch.from_numpy(np.stack([x] * 3))[None]).argmax(1)[0].numpy()
+    with rasterio.open(out) as ds:
+        assert (ds.read(1) == whole).mean() >= 0.995
+
+
+def test_progress_json_lines(tiny_model, scene, tmp_path, capsys):
+    assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o",
+                 tmp_path / "o.tif", "--tile", 64, "--progress-json") == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    assert events[-1]["done"] == events[-1]["total"] == 6  # 2 x 3 windows
+
+
+def _assert_clean_failure(capsys, tmp_path, code, rc, *needles, output="out.tif"):
+    lines = stderr_lines(capsys)
+    assert rc == code, lines
+    if code == 1:
+        assert len(lines) == 1 and lines[0].startswith("rsseg: error:"), lines
+    text = " ".join(lines)
+    for needle in needles:
+        assert needle in text, text
+    assert not (tmp_path / output).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_missing_input(tiny_model, tmp_path, capsys):
+    rc = rsseg("predict", tmp_path / "nope.tif", "--model", MODEL, "--weights", "random",
+               "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "nope.tif", "not found")
+
+
+def test_not_a_raster(tiny_model, tmp_path, capsys):
+    bogus = tmp_path / "notes.tif"
+    bogus.write_text("hello, I am not an image\n")
+    rc = rsseg("predict", bogus, "--model", MODEL, "--weights", "random", "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "notes.tif", "not a raster")
+
+
+def test_band_count_does_not_match_the_checkpoint(tiny_model, make_geotiff, tmp_path, capsys):
+    four = make_geotiff(np.zeros((4, 40, 40), np.uint8))
+    ckpt = tmp_path / "m.pt"
+    Checkpoint.from_model(create_model(MODEL, in_channels=3)).save(ckpt)
+    rc = rsseg("predict", four, "--model", MODEL, "--weights", ckpt, "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "expects 3 bands", "provides 4", "--bands")
+
+
+def test_band_number_out_of_range(tiny_model, scene, tmp_path, capsys):
+    rc = rsseg("predict", scene, "--model", MODEL, "--weights", "random", "--bands", "1,5",
+               "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "band 5 does not exist")
+
+
+def test_unknown_model(scene, tmp_path, capsys):
+    rc = rsseg("predict", scene, "--model", "no_such_net", "--weights", "random",
+               "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "unknown model 'no_such_net'")
+
+
+def test_no_weights_and_none_bundled(tiny_model, scene, tmp_path, capsys):
+    rc = rsseg("predict", scene, "--model", MODEL, "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "no weights are bundled", "--weights")
+
+
+def test_output_exists_without_overwrite(tiny_model, scene, tmp_path, capsys):
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"keep me")
+    rc = rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o", out)
+    assert rc == 1 and "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o", out,
+                 "--overwrite", "--no-progress", "--tile", 64) == 0
+    with rasterio.open(out) as ds:
+        assert ds.shape == (90, 130)
+
+
+def test_dsm_on_another_grid_needs_align(tiny_model, scene, make_geotiff, tmp_path, capsys):
+    dsm = make_geotiff(np.ones((45, 65), np.float32), name="dsm.tif",
+                       transform=rasterio.Affine(1.0, 0, 500000.0, 0, -1.0, 5300000.0))
+    rc = rsseg("predict", scene, "--model", MODEL, "--weights", "random", "--dsm", dsm,
+               "-o", tmp_path / "out.tif")
+    _assert_clean_failure(capsys, tmp_path, 1, rc, "dsm.tif", "--align")
+    assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "--dsm", dsm,
+                 "--align", "-o", tmp_path / "out.tif", "--no-progress", "--tile", 64) == 0
+    assert "in_channels=4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bands", "0,1"], "band numbers start at 1"),
+    (["--tile", "64", "--overlap", "64"], "--overlap"),
+    (["--blend", "median"], "median"),
+])
+def test_usage_errors_exit_2(tiny_model, scene, tmp_path, capsys, args, needle):
+    rc = rsseg("predict", scene, "--model", MODEL, "--weights", "random",
+               "-o", tmp_path / "out.tif", *args)
+    _assert_clean_failure(capsys, tmp_path, 2, rc, needle)
+
+
+def test_bundled_weights_are_used_without_weights(tiny_model, scene, tmp_path, capsys,
+                                                  monkeypatch):
+    ckpt = tmp_path / "bundled.pt"
+    Checkpoint.from_model(create_model(MODEL, in_channels=3),
+                          bands=Normalization(["R", "G", "B"], [0.0] * 3, [255.0] * 3)).save(ckpt)
+    from rsseg.weights import bundled as bundled
+
+    assert bundled.bundled_weights(MODEL) is None  # nothing shipped for a test net
+    monkeypatch.setattr(bundled, "bundled_weights", lambda name: ckpt if name == MODEL else None)
+    assert rsseg("predict", scene, "--model", MODEL, "-o", tmp_path / "out.tif",
+                 "--no-progress", "--tile", 64) == 0
+    assert stderr_lines(capsys) == []  # a trained checkpoint: no 'random weights' notice
