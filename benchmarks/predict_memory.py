@@ -33,8 +33,10 @@ main(sys.argv[1:])
 """
 
 
-def write_scene(path: Path, size: int, seed: int = 0, use_synth: bool = False) -> None:
-    """A uint8 3-band scene written block by block (never whole in memory)."""
+def write_scene(path: Path, size: int, seed: int = 0, use_synth: bool = False, bands: int = 3,
+                width: int | None = None) -> None:
+    """A uint8 ``bands``-band tiled DEFLATE scene written block by block (never whole in
+    memory); ``width`` defaults to ``size`` (the height)."""
     if use_synth:
         from rsseg.synth.scene import write_synthetic_scene
 
@@ -45,17 +47,18 @@ def write_scene(path: Path, size: int, seed: int = 0, use_synth: bool = False) -
     from rasterio.windows import Window
 
     rng = np.random.default_rng(seed)
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+    height, width = size, width or size
+    profile = dict(driver="GTiff", width=width, height=height, count=bands, dtype="uint8",
                    crs="EPSG:32632", transform=Affine(0.09, 0, 500000, 0, -0.09, 5300000),
                    tiled=True, blockxsize=512, blockysize=512, compress="deflate", zlevel=1)
     yy, xx = np.mgrid[0:512, 0:512].astype(np.float32)
     with rasterio.open(path, "w", **profile) as ds:
-        for r in range(0, size, 512):
-            for c in range(0, size, 512):
-                h, w = min(512, size - r), min(512, size - c)
-                f = rng.uniform(0.005, 0.05, 3)
-                block = np.stack([127 + 100 * np.sin(f[k] * (yy + r) + f[(k + 1) % 3] * (xx + c))
-                                  for k in range(3)])
+        for r in range(0, height, 512):
+            for c in range(0, width, 512):
+                h, w = min(512, height - r), min(512, width - c)
+                f = rng.uniform(0.005, 0.05, bands)
+                block = np.stack([127 + 100 * np.sin(f[k] * (yy + r) + f[(k + 1) % bands] * (xx + c))
+                                  for k in range(bands)])
                 block += rng.normal(0, 8, block.shape)
                 ds.write(np.clip(block, 0, 255).astype(np.uint8)[:, :h, :w],
                          window=Window(c, r, w, h))

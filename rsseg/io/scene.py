@@ -232,6 +232,11 @@ class Scene:
             self._local.handles = handles
         return handles
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype :meth:`read_raw` returns: the bands' own when they share one."""
+        return np.result_type(*[np.dtype(t) for t in self.dtypes])
+
     def read(self, row_off: int, col_off: int, height: int, width: int,
              pad_to: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Channels ``(C, h, w)`` as float32 and a validity mask ``(h, w)`` (bool).
@@ -242,8 +247,23 @@ class Scene:
         With ``pad_to`` the arrays are padded on the bottom/right (mirrored data,
         invalid mask) to that size.
         """
+        data, valid = self.read_raw(row_off, col_off, height, width)
+        data = data.astype(np.float32, copy=False)
+        if pad_to is not None and (pad_to[0] > height or pad_to[1] > width):
+            pads = ((0, pad_to[0] - height), (0, pad_to[1] - width))
+            data = np.pad(data, ((0, 0),) + pads, mode="symmetric")
+            valid = np.pad(valid, pads, mode="constant", constant_values=False)
+        return data, valid
+
+    def read_raw(self, row_off: int, col_off: int, height: int, width: int,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`read` but the values keep the file's dtype (:attr:`dtype`).
+
+        The predict engine normalises integer bands through a lookup table, so it
+        never makes a float copy of the raw window.
+        """
         window = RioWindow(col_off, row_off, width, height)
-        channels, invalid = [], np.ones((height, width), bool)
+        channels, invalid = [], None
         for src, ds in zip(self.sources, self._datasets()):
             try:
                 data, src_invalid = _read_source(ds, src.bands, window)
@@ -251,14 +271,12 @@ class Scene:
                 raise InputError(f"cannot read pixels at row {row_off}, column {col_off} "
                                  f"({_gdal_reason(exc)})", src.path) from exc
             channels.append(data)
-            invalid &= src_invalid
-        data = np.concatenate(channels) if len(channels) > 1 else channels[0]
-        valid = ~invalid
-        if pad_to is not None and (pad_to[0] > height or pad_to[1] > width):
-            pads = ((0, pad_to[0] - height), (0, pad_to[1] - width))
-            data = np.pad(data, ((0, 0),) + pads, mode="symmetric")
-            valid = np.pad(valid, pads, mode="constant", constant_values=False)
-        return data, valid
+            invalid = src_invalid if invalid is None else (invalid & src_invalid)
+        if len(channels) > 1:
+            data = np.concatenate([c.astype(self.dtype, copy=False) for c in channels])
+        else:
+            data = channels[0]
+        return data, ~invalid
 
     def close(self) -> None:
         with self._lock:
@@ -291,17 +309,16 @@ def _is_tiled(ds) -> bool:
 
 
 def _read_source(ds, bands: tuple[int, ...], window) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 ``(len(bands), h, w)`` (repeats allowed) and 'every band invalid' (h, w)."""
+    """``(len(bands), h, w)`` as stored (repeats allowed) and 'every band invalid' (h, w)."""
     unique = sorted(set(bands))
     raw = ds.read(unique, window=window)
     invalid = np.zeros(raw.shape[1:], bool)
     masks = [_band_invalid(ds, band, raw[k], window) for k, band in enumerate(unique)]
     if all(m is not None for m in masks):  # a band valid everywhere keeps every pixel
         invalid = np.logical_and.reduce(masks)
-    data = raw.astype(np.float32, copy=False)
     if unique != list(bands):
-        data = data[[unique.index(b) for b in bands]]
-    return data, invalid
+        raw = raw[[unique.index(b) for b in bands]]
+    return raw, invalid
 
 
 def _gdal_reason(exc: BaseException) -> str:

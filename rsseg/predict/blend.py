@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from rsseg.predict.arrays import NUMPY
 from rsseg.tiling import BlendWeights, Window, WindowGrid
 
 Emit = Callable[[int, int, np.ndarray, np.ndarray], None]
@@ -50,11 +51,20 @@ class StreamingBlender:
 
     Call :meth:`add` with the windows in :func:`window_order` order, each with
     its scores ``(K, h, w)`` (``None`` for a skipped, all-nodata window) and its
-    validity mask ``(h, w)``, both cropped to the part inside the scene.
+    validity mask ``(h, w)``, both cropped to the part inside the scene. The
+    arrays handed to ``emit`` are views of reused buffers: valid during the call.
+
+    ``arrays`` is the backend (:mod:`rsseg.predict.arrays`): NumPy by default,
+    torch to blend where the scores are (a GPU). Blending works in place: two
+    column buffers alternate (the horizontal carry is the previous one's right
+    part), the product ``scores * weights`` goes to one scratch buffer, and the
+    window weights are built once per distinct pattern (border, inner) and cached.
     """
 
-    def __init__(self, grid: WindowGrid, weights: BlendWeights, num_classes: int, emit: Emit):
+    def __init__(self, grid: WindowGrid, weights: BlendWeights, num_classes: int, emit: Emit,
+                 arrays=NUMPY):
         self.grid, self.weights, self.k, self.emit = grid, weights, num_classes, emit
+        self.arrays = arrays
         self.rows, self.cols = grid.row_starts, grid.col_starts
         self.th, self.tw = grid.tile_height, grid.tile_width
         self.groups = row_groups(grid)
@@ -62,14 +72,20 @@ class StreamingBlender:
                        for g in range(len(self.groups) - 1)] or [0])
         # One buffer serves as the incoming and the outgoing vertical carry: a column
         # range is always read (by the window that overlaps it) before it is rewritten.
-        self.vcarry = np.zeros((num_classes, carry_h, grid.width), np.float32)
-        self.vvalid = np.zeros((carry_h, grid.width), bool)
+        self.vcarry = arrays.zeros((num_classes, carry_h, grid.width))
+        self.vvalid = arrays.zeros((carry_h, grid.width), "bool")
+        height = max(self._group_end(g) - self._group_start(g) for g in range(len(self.groups)))
+        self.buffers = [(arrays.empty((num_classes, height, self.tw)),
+                         arrays.empty((height, self.tw), "bool")) for _ in range(2)]
+        self.scratch = arrays.empty((num_classes, self.th, self.tw))
+        self._weights: dict = {}
         self.vcarry_h = 0  # rows of the incoming carry (0 for the first group)
         self.group = 0
         self.col = -1
         self.pending = 0  # windows of the current column still to come
         self.acc = self.valid = None
-        self.hcarry = self.hvalid = None
+        self.hcarry = 0  # columns carried from the previous column's buffer
+        self.current = 0  # which of the two buffers holds the current column
         self.vtaken = 0  # columns of the incoming vertical carry already consumed
 
     # ---- geometry ------------------------------------------------------------------------
@@ -86,17 +102,26 @@ class StreamingBlender:
     def _col_end(self, j: int) -> int:
         return self.cols[j + 1] if j + 1 < len(self.cols) else self.grid.width
 
+    def _window_weights(self, row: int, col: int):
+        """The 2-D weights of window ``(row, col)``, built once per distinct 1-D pair."""
+        key = (self.weights.rows[row].tobytes(), self.weights.cols[col].tobytes())
+        w = self._weights.get(key)
+        if w is None:
+            w = self._weights[key] = self.arrays.asarray(self.weights.window(row, col))
+        return w
+
     # ---- streaming -----------------------------------------------------------------------
 
-    def add(self, window: Window, scores: np.ndarray | None, valid: np.ndarray) -> None:
+    def add(self, window: Window, scores, valid) -> None:
         if self.pending == 0:
             self._start_column(window)
         g0 = self._group_start(self.group)
         r = window.row_off - g0
         if scores is not None:
-            w = self.weights.window(window.row, window.col)
-            self.acc[:, r:r + self.th] += scores * w
-        self.valid[r:r + self.th] = valid
+            self.arrays.multiply(scores, self._window_weights(window.row, window.col),
+                                 self.scratch)
+            self.acc[:, r:r + self.th] += self.scratch
+        self.valid[r:r + self.th] = self.arrays.asarray(valid)
         self.pending -= 1
         if self.pending == 0:
             self._finish_column()
@@ -108,20 +133,24 @@ class StreamingBlender:
             self.group, self.col = self.group + 1, 0
             self.vcarry_h = self._group_end(self.group - 1) - self._group_start(self.group)
             self.vtaken = 0
-            self.hcarry = self.hvalid = None
+            self.hcarry = 0
             i0, i1 = self.groups[self.group]
         if (window.row, window.col) != (i0, self.col):
             raise ValueError(f"window ({window.row}, {window.col}) out of order; "
                              f"expected ({i0}, {self.col})")
         self.pending = i1 - i0 + 1
         height = self._group_end(self.group) - self._group_start(self.group)
-        self.acc = np.zeros((self.k, height, self.tw), np.float32)
-        self.valid = np.zeros((height, self.tw), bool)
+        previous, previous_valid = self.buffers[self.current]
+        self.current = 1 - self.current
+        acc, valid = (b[..., :height, :] for b in self.buffers[self.current])
+        n = self.hcarry
+        if n:  # what the previous column's windows left on this one's left columns
+            acc[:, :, :n] = previous[:, :height, self.tw - n:]
+            valid[:, :n] = previous_valid[:height, self.tw - n:]
+        acc[:, :, n:] = 0.0
+        valid[:, n:] = False
+        self.acc, self.valid = acc, valid
         c0 = self.cols[self.col]
-        if self.hcarry is not None:
-            n = self.hcarry.shape[-1]
-            self.acc[:, :, :n] += self.hcarry
-            self.valid[:, :n] = self.hvalid
         if self.vcarry_h:
             start, stop = max(self.vtaken, c0), c0 + self.tw
             if stop > start:
@@ -140,9 +169,7 @@ class StreamingBlender:
             rest = self.acc.shape[1] - final_h
             self.vcarry[:, :rest, c0:c0 + final_w] = self.acc[:, final_h:, :final_w]
             self.vvalid[:rest, c0:c0 + final_w] = self.valid[final_h:, :final_w]
-        if j + 1 < len(self.cols):
-            self.hcarry = self.acc[:, :, final_w:].copy()
-            self.hvalid = self.valid[:, final_w:].copy()
+        self.hcarry = self.tw - final_w if j + 1 < len(self.cols) else 0
         self.acc = self.valid = None
 
     @property

@@ -14,12 +14,14 @@ the batch command and the QGIS plugin.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +32,7 @@ from rsseg.checkpoint import Normalization
 from rsseg.classes import ISPRS, NODATA, ClassScheme
 from rsseg.errors import InputError, OutputError
 from rsseg.predict.blend import StreamingBlender, window_order
+from rsseg.predict.runners import resolve_batch_size, window_runner
 from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog, write_raw_vrt
 from rsseg.predict.sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
 from rsseg.progress import Progress
@@ -51,12 +54,13 @@ class PredictResult:
     skipped: int
     seconds: float
     forward_seconds: float
+    stages: dict = field(default_factory=dict)  # seconds per stage (see StageClock)
 
 
 def predict_scene(input, output, predictor, normalization: Normalization | None = None, *,
                   classes: ClassScheme = ISPRS, bands: list[int] | None = None, dsm=None,
                   align: bool = False, band_files=(), tile: int = 512, overlap: int = 128,
-                  blend: str = "cosine", batch_size: int = 1, probs=None,
+                  blend: str = "cosine", batch_size: int | str = 1, probs=None,
                   overwrite: bool = False, progress: str = "off", readers: int = 2,
                   on_scores: Callable | None = None, scene: Scene | None = None,
                   region: tuple[int, int, int, int] | None = None) -> PredictResult:
@@ -78,7 +82,7 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
     the region are run). ``rsseg batch`` uses it to predict each tile of a mosaic
     with context from its neighbours (see :func:`region_grid`).
     """
-    _check_settings(tile, overlap, blend, batch_size)
+    _check_settings(tile, overlap, blend)
     check_output_path(output, overwrite)
     if probs is not None:
         check_output_path(probs, overwrite)
@@ -91,6 +95,7 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
         raise InputError(f"the input provides {scene.channels} band(s) but the normalisation "
                          f"has {norm.num_bands} ({', '.join(norm.names)})", scene.path)
     region = _check_region(region, scene)
+    batch_size = resolve_batch_size(batch_size, predictor, tile, scene.channels)
     out_h, out_w = region[2], region[3]
     out_transform = scene.transform
     if scene.transform is not None and (region[0] or region[1]):
@@ -100,7 +105,9 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
     import rasterio
 
     t0 = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, tile)), scene, contextlib.ExitStack() as stack:
+    clock = StageClock()
+    env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, tile), GDAL_NUM_THREADS=str(readers))
+    with env, scene, contextlib.ExitStack() as stack:
         final = stack.enter_context(atomic_output(output, overwrite))
         final_probs = stack.enter_context(atomic_output(probs, overwrite)) if probs else None
         targets = [(final, "mode", class_metadata(classes), NODATA)]
@@ -109,39 +116,41 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
         raws = [temporary_sibling(t[0], ".raw") for t in targets]
         stack.callback(_remove, raws + [r.with_suffix(".vrt") for r in raws])
         stats = _run(scene, predictor, norm, classes, raws, tile, overlap, blend, batch_size,
-                     progress, readers, on_scores, region)
-        for raw, (dst, resampling, meta, nodata) in zip(raws, targets):
-            vrt = raw.with_suffix(".vrt")
-            write_raw_vrt(vrt, raw, out_w, out_h, scene.crs, out_transform, nodata, **meta)
-            finish_cog(vrt, dst, resampling=resampling)
+                     progress, readers, on_scores, region, clock)
+        with clock("COG finish"):
+            for raw, (dst, resampling, meta, nodata) in zip(raws, targets):
+                vrt = raw.with_suffix(".vrt")
+                write_raw_vrt(vrt, raw, out_w, out_h, scene.crs, out_transform, nodata, **meta)
+                finish_cog(vrt, dst, resampling=resampling)
+    stages = clock.stages()
     return PredictResult(Path(output), Path(probs) if probs else None, stats["windows"],
-                         stats["skipped"], time.perf_counter() - t0, stats["forward"])
+                         stats["skipped"], time.perf_counter() - t0, stages.get("forward", 0.0),
+                         stages)
 
 
 def gdal_cache_bytes(scene: Scene, tile: int) -> int:
-    """GDAL block cache: 16 MB, or enough for one window row of an untiled (striped) input.
+    """GDAL block cache: enough for two window rows of the input (at least 16 MB).
 
-    Windows read tiled inputs block by block, so a small cache suffices. A striped
-    input is read in full-width strips: the cache must hold a window row of them,
-    or every window would decompress its strips again.
+    Windows are read in order by one dataset handle (see :func:`_windows`), so every
+    block is decoded once when the cache holds the blocks the next window row shares
+    with this one: for tiled inputs a block row (at most a window high), for striped
+    inputs the strips of a window row. Two window rows of the file's bands cover
+    both (67 MB at 8192 px wide for 4 uint8 bands); it grows with the width, like
+    the blender's vertical carry, never with the height.
     """
     override = os.environ.get("RSSEG_GDAL_CACHEMAX_MB")
     if override:
         return int(float(override) * 2**20)
-    if scene.tiled:
-        return GDAL_CACHE_MIN_BYTES
-    return max(GDAL_CACHE_MIN_BYTES, int(1.25 * tile * scene.width * scene.bytes_per_pixel))
+    return max(GDAL_CACHE_MIN_BYTES, int(2 * tile * scene.width * scene.bytes_per_pixel))
 
 
-def _check_settings(tile: int, overlap: int, blend: str, batch_size: int) -> None:
+def _check_settings(tile: int, overlap: int, blend: str) -> None:
     if tile < 16:
         raise InputError(f"tile size must be at least 16, got {tile}")
     if not 0 <= overlap < tile:
         raise InputError(f"overlap must be between 0 and tile-1 ({tile - 1}), got {overlap}")
     if blend not in BLEND_MODES:
         raise InputError(f"unknown blend mode {blend!r}; choose from {', '.join(BLEND_MODES)}")
-    if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
 
 
 def _check_region(region, scene: Scene) -> tuple[int, int, int, int]:
@@ -220,7 +229,7 @@ def _remove(paths) -> None:
 
 def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raws: list,
          tile: int, overlap: int, blend: str, batch_size: int, progress: str, readers: int,
-         on_scores, region: tuple[int, int, int, int]) -> dict:
+         on_scores, region: tuple[int, int, int, int], clock: StageClock) -> dict:
     """Stream every window through read -> predict -> blend -> write."""
     grid = WindowGrid(scene.height, scene.width, tile, overlap)
     weights = BlendWeights(grid, blend)
@@ -228,19 +237,21 @@ def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raw
     if region != (0, 0, scene.height, scene.width):
         grid, weights, origin = region_grid(grid, weights, region)
     order = window_order(grid)
+    runner = window_runner(predictor, norm, scene.dtype, tile)
     writers = []
     try:
         for path in raws:
             writers.append(RawBandWriter(path, region[3], region[2]))
-        sink = RegionSink(writers[0], writers[1] if len(writers) > 1 else None, on_scores)
+        sink = RegionSink(writers[0], writers[1] if len(writers) > 1 else None, on_scores,
+                          arrays=runner.arrays, clock=clock)
         if origin != (0, 0) or (grid.height, grid.width) != region[2:]:
             sink = _CroppedSink(sink, region[0] - origin[0], region[1] - origin[1], *region[2:])
         num_classes = getattr(predictor, "num_classes", None) or classes.num_classes
-        blender = StreamingBlender(grid, weights, num_classes, sink)
+        blender = StreamingBlender(grid, weights, num_classes, sink, arrays=runner.arrays)
         mpx = grid.width * grid.height / len(order) / 1e6
         with Progress(len(order), "predict", progress, unit="window", mpx_per_unit=mpx) as bar:
-            stats = _stream(scene, order, grid, predictor, norm, blender, batch_size, readers, bar,
-                            origin)
+            stats = _stream(scene, order, grid, runner, blender, batch_size, readers, bar,
+                            origin, clock)
         if not blender.done:
             raise RuntimeError("internal error: the blender did not receive every window")
     finally:
@@ -249,20 +260,18 @@ def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raw
     return stats
 
 
-def _load_window(scene: Scene, norm: Normalization, tile: int, window, origin=(0, 0)):
-    """Read, normalise and pad one window (its grid starts at ``origin`` in the scene);
-    None data when it is entirely nodata."""
-    data, valid = scene.read(window.row_off + origin[0], window.col_off + origin[1],
-                             window.height, window.width)
+def _load_window(scene: Scene, runner, window, origin=(0, 0), clock=None):
+    """Read one window (its grid starts at ``origin`` in the scene) and prepare it for
+    ``runner`` (normalised and padded on the host, or raw for the device); None data when
+    it is entirely nodata. Runs on the reader threads."""
+    clock = clock or StageClock()
+    with clock("read"):
+        data, valid = scene.read_raw(window.row_off + origin[0], window.col_off + origin[1],
+                                     window.height, window.width)
     if not valid.any():
         return window, None, valid
-    data = norm.apply(data)
-    data[:, ~valid] = 0.0  # nodata pixels at the band mean: no extreme values in the context
-    np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    if window.pad_bottom or window.pad_right:
-        data = np.pad(data, ((0, 0), (0, window.pad_bottom), (0, window.pad_right)),
-                      mode="symmetric")
-    return window, data, valid
+    with clock("normalize"):
+        return window, runner.prepare(data, valid), valid
 
 
 class _Stop(Exception):
@@ -290,32 +299,48 @@ def _get(q: queue.Queue, stop: threading.Event):
             continue
 
 
-def _produce(scene, norm, grid, order, chunk, readers, out_q, stop, origin=(0, 0)) -> None:
-    """Dask reads the windows ``chunk`` at a time on its threaded scheduler."""
-    import dask
+def _windows(scene, runner, order, lookahead, stop, origin, clock):
+    """Yield loaded windows in ``order``, read ahead (``lookahead`` windows) on one thread.
 
+    One thread means one dataset handle, so one block cache: a block shared by
+    neighbouring windows is decoded once. With a handle per reader thread (and Dask's
+    threaded scheduler, as before) each handle decoded the blocks again: measured
+    2.7x the decoding CPU time per window. GDAL decodes the blocks of each read on
+    its own threads instead (``GDAL_NUM_THREADS``, set from ``readers``).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsseg-read")
+    pending: collections.deque = collections.deque()
     try:
-        load = dask.delayed(_load_window, pure=False)
-        for k in range(0, len(order), chunk):
-            tasks = [load(scene, norm, grid.tile, w, origin) for w in order[k:k + chunk]]
-            for item in dask.compute(*tasks, scheduler="threads", num_workers=readers):
-                _put(out_q, item, stop)
-        _put(out_q, _DONE, stop)
-    except _Stop:
-        pass
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-        with contextlib.suppress(_Stop):
-            _put(out_q, exc, stop)
+        todo = iter(order)
+        for window in itertools.islice(todo, lookahead):
+            pending.append(pool.submit(_load_window, scene, runner, window, origin, clock))
+        while pending:
+            with clock("wait for reads"):
+                item = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_load_window, scene, runner, nxt, origin, clock))
+            yield item
+            if stop.is_set():
+                return
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
 
 
-def _consume(blender, in_q, stop, errors: list) -> None:
+def _consume(blender, in_q, stop, errors: list, clock) -> None:
     """Blend and write, in window order, on its own thread."""
     try:
         while True:
-            item = _get(in_q, stop)
+            with clock("writer idle"):
+                item = _get(in_q, stop)
             if item is _DONE:
                 return
-            blender.add(*item)
+            with clock("blend+classify+write"):
+                blender.add(*item)
     except _Stop:
         pass
     except BaseException as exc:  # noqa: BLE001
@@ -323,46 +348,28 @@ def _consume(blender, in_q, stop, errors: list) -> None:
         stop.set()
 
 
-def _stream(scene, order, grid, predictor, norm, blender, batch_size, readers, bar,
-            origin=(0, 0)) -> dict:
+def _stream(scene, order, grid, runner, blender, batch_size, readers, bar, origin,
+            clock) -> dict:
     stop = threading.Event()
-    read_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
     blend_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
     errors: list = []
-    chunk = max(batch_size, readers)
-    producer = threading.Thread(target=_produce, name="rsseg-read", daemon=True,
-                                args=(scene, norm, grid, order, chunk, readers, read_q, stop,
-                                      origin))
     consumer = threading.Thread(target=_consume, name="rsseg-write", daemon=True,
-                                args=(blender, blend_q, stop, errors))
-    producer.start()
+                                args=(blender, blend_q, stop, errors, clock))
     consumer.start()
-    forward = 0.0
     skipped = 0
-    th, tw = grid.tile_height, grid.tile_width
+    lookahead = max(4, batch_size + 2)
+    windows = _windows(scene, runner, order, lookahead, stop, origin, clock)
     try:
-        finished = False
-        while not finished:
-            batch = []
-            while len(batch) < batch_size:
-                item = _get(read_q, stop)
-                if item is _DONE:
-                    finished = True
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                batch.append(item)
+        for batch in _batches(windows, batch_size):
             todo = [k for k, (_, data, _) in enumerate(batch) if data is not None]
             scores = [None] * len(batch)
             if todo:
-                t = time.perf_counter()
-                out = predictor(np.stack([batch[k][1] for k in todo]))
-                forward += time.perf_counter() - t
-                for n, k in enumerate(todo):
-                    scores[k] = out[n, :, :th, :tw]
+                for k, s in zip(todo, runner([batch[k][1] for k in todo], clock)):
+                    scores[k] = s[:, :grid.tile_height, :grid.tile_width]
             skipped += len(batch) - len(todo)
-            for (window, _, valid), s in zip(batch, scores):
-                _put(blend_q, (window, s, valid), stop)
+            with clock("wait for writer"):
+                for (window, _, valid), s in zip(batch, scores):
+                    _put(blend_q, (window, s, valid), stop)
             bar.update(len(batch))
         _put(blend_q, _DONE, stop)
         while consumer.is_alive():
@@ -370,10 +377,60 @@ def _stream(scene, order, grid, predictor, norm, blender, batch_size, readers, b
     except _Stop:
         pass
     finally:
-        if consumer.is_alive() or producer.is_alive():
+        if consumer.is_alive():
             stop.set()
-        producer.join()
+        windows.close()
         consumer.join()
     if errors:
         raise errors[0]
-    return {"windows": len(order), "skipped": skipped, "forward": forward}
+    return {"windows": len(order), "skipped": skipped}
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class StageClock:
+    """Seconds spent per stage, summed over all threads (thread-safe).
+
+    ``with clock("read"): ...`` adds the block's wall time to ``seconds["read"]`` and
+    the CPU time of the thread running it to ``cpu["read"]`` (on a busy machine the
+    CPU seconds show the cost, the wall seconds include waiting for a core). Stages
+    run on different threads at once, so their sum exceeds the wall time; the
+    benchmark (``benchmarks/pipeline_ceiling.py``) prints them beside it.
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.cpu: dict[str, float] = collections.defaultdict(float)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            dt, dc = time.perf_counter() - t0, time.thread_time() - c0
+            with self._lock:
+                self.seconds[stage] += dt
+                self.cpu[stage] += dc
+
+    def stages(self) -> dict[str, float]:
+        """Wall seconds per stage, and ``cpu <stage>`` CPU seconds. ``blend`` is the
+        blender's own time (its total less the classification and writes it calls)."""
+        out = dict(self.seconds)
+        out.update({f"cpu {k}": v for k, v in self.cpu.items()})
+        for prefix in ("", "cpu "):
+            total = out.pop(prefix + "blend+classify+write", None)
+            if total is not None:
+                out[prefix + "blend"] = (total - out.get(prefix + "classify", 0.0)
+                                         - out.get(prefix + "write", 0.0))
+        return out
