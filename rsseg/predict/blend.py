@@ -57,7 +57,7 @@ class StreamingBlender:
     ``arrays`` is the backend (:mod:`rsseg.predict.arrays`): NumPy by default,
     torch to blend where the scores are (a GPU). Blending works in place: two
     column buffers alternate (the horizontal carry is the previous one's right
-    part), the product ``scores * weights`` goes to one scratch buffer, and the
+    part), the product ``scores * weights`` goes through a scratch buffer, and the
     window weights are built once per distinct pattern (border, inner) and cached.
     """
 
@@ -77,7 +77,7 @@ class StreamingBlender:
         height = max(self._group_end(g) - self._group_start(g) for g in range(len(self.groups)))
         self.buffers = [(arrays.empty((num_classes, height, self.tw)),
                          arrays.empty((height, self.tw), "bool")) for _ in range(2)]
-        self.scratch = arrays.empty((num_classes, self.th, self.tw))
+        self.scratch = arrays.scratch((num_classes, self.th, self.tw))
         self._weights: dict = {}
         self.vcarry_h = 0  # rows of the incoming carry (0 for the first group)
         self.group = 0
@@ -118,9 +118,8 @@ class StreamingBlender:
         g0 = self._group_start(self.group)
         r = window.row_off - g0
         if scores is not None:
-            self.arrays.multiply(scores, self._window_weights(window.row, window.col),
-                                 self.scratch)
-            self.acc[:, r:r + self.th] += self.scratch
+            self.arrays.add_product(self.acc[:, r:r + self.th], scores,
+                                    self._window_weights(window.row, window.col), self.scratch)
         self.valid[r:r + self.th] = self.arrays.asarray(valid)
         self.pending -= 1
         if self.pending == 0:

@@ -57,22 +57,26 @@ def write_case(path: Path, dtype: str) -> Path:
     return path
 
 
-def predict_case(folder: Path, dtype: str, blend: str) -> tuple[np.ndarray, np.ndarray]:
+def predict_case(folder: Path, dtype: str, blend: str,
+                 device_path: bool = False) -> tuple[np.ndarray, np.ndarray]:
     scene = write_case(folder / f"scene_{dtype}.tif", dtype)
     out, conf = folder / f"{dtype}_{blend}.tif", folder / f"{dtype}_{blend}_conf.tif"
     torch.set_num_threads(1)
-    predictor = TorchPredictor(network(), "cpu", num_classes=6)
+    predictor = TorchPredictor(network(), "cpu", num_classes=6, device_path=device_path)
     predict_scene(scene, out, predictor, None, tile=64, overlap=20, blend=blend, batch_size=3,
                   probs=conf, overwrite=True)
     with rasterio.open(out) as a, rasterio.open(conf) as b:
         return a.read(1), b.read(1)
 
 
+@pytest.mark.parametrize("device_path", [False, True], ids=["host", "device-path-on-cpu"])
 @pytest.mark.parametrize("dtype", CASES)
 @pytest.mark.parametrize("blend", BLEND_MODES)
-def test_classes_and_confidence_equal_the_reference(tmp_path, dtype, blend):
+def test_classes_and_confidence_equal_the_reference(tmp_path, dtype, blend, device_path):
+    """The host path, and the device path run on CPU tensors (uint8/uint16 batches,
+    look-up normalisation, torch blend and argmax), both give the reference bytes."""
     reference = np.load(REFERENCE)
-    classes, confidence = predict_case(tmp_path, dtype, blend)
+    classes, confidence = predict_case(tmp_path, dtype, blend, device_path)
     np.testing.assert_array_equal(classes, reference[f"{dtype}_{blend}_classes"])
     np.testing.assert_array_equal(confidence, reference[f"{dtype}_{blend}_confidence"])
 
