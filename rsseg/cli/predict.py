@@ -33,6 +33,23 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
         seen[os.path.realpath(path)] = option
 
 
+class BatchSize(click.ParamType):
+    """A positive integer or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not >= 1", param, ctx)
+        return number
+
+
 @click.command("predict", short_help="Predict a class raster (COG) for a scene.")
 @click.argument("input", metavar="INPUT")
 @click.option("-o", "--output", required=True, metavar="PATH",
@@ -57,8 +74,9 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
               help="Reproject --band-file/--dsm files onto the scene's grid on the fly "
                    "(WarpedVRT, bilinear) when their grids differ.")
 @window_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Windows per forward pass (1 is best on small CPUs; raise it on a GPU).")
+@click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+              help="Windows per forward pass, or 'auto': 1 on a CPU (best on small CPUs), "
+                   "on a GPU as many as half its free memory holds (measured).")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto",
               show_default=True, help="Where the network runs.")
 @click.option("--probs", default=None, metavar="PATH",

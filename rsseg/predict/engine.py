@@ -1,12 +1,17 @@
-"""The predict engine: scene -> Dask-scheduled window reads -> batched inference ->
-streaming blend -> raw band writes -> COG.
+"""The predict engine: scene -> window reads -> batched inference -> streaming blend ->
+raw band writes -> COG.
 
-Three stages overlap: Dask's threaded scheduler reads and normalises the next
-windows while torch runs on the current batch, and a writer thread blends the
-scores and writes every finished region at once. Queues between the stages are short,
-and the blender keeps only one overlap of rows (see
+Three stages overlap: a read thread reads (GDAL decoding on ``readers`` threads) and
+prepares the next windows while the predictor runs on the current batch, and a writer
+thread blends the scores and writes every finished region at once. Queues between the
+stages are short, and the blender keeps only one overlap of rows (see
 :mod:`rsseg.predict.blend`), so memory does not grow with the scene's height
 and grows only by that overlap band with its width.
+
+Where the work happens depends on the window runner (:mod:`rsseg.predict.runners`):
+on the host for any predictor callable, or on the GPU for a torch network on CUDA
+(:mod:`rsseg.predict.device`), where scores never leave the device. Every run times
+its stages (:class:`StageClock`, in :attr:`PredictResult.stages`).
 
 :func:`predict_scene` is the library entry point used by ``rsseg predict``,
 the batch command and the QGIS plugin.
