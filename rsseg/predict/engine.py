@@ -123,14 +123,30 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
         stats = _run(scene, predictor, norm, classes, raws, tile, overlap, blend, batch_size,
                      progress, readers, on_scores, region, clock)
         with clock("COG finish"):
+            vrts = []
             for raw, (dst, resampling, meta, nodata) in zip(raws, targets):
-                vrt = raw.with_suffix(".vrt")
-                write_raw_vrt(vrt, raw, out_w, out_h, scene.crs, out_transform, nodata, **meta)
-                finish_cog(vrt, dst, resampling=resampling)
+                vrts.append(raw.with_suffix(".vrt"))
+                write_raw_vrt(vrts[-1], raw, out_w, out_h, scene.crs, out_transform, nodata,
+                              **meta)
+            _finish_cogs([(vrt, t[0], t[1]) for vrt, t in zip(vrts, targets)])
     stages = clock.stages()
     return PredictResult(Path(output), Path(probs) if probs else None, stats["windows"],
                          stats["skipped"], time.perf_counter() - t0, stages.get("forward", 0.0),
                          stages)
+
+
+def _finish_cogs(jobs: list) -> None:
+    """Convert ``(vrt, destination, resampling)`` jobs to COGs, the classes and the
+    confidences at the same time (GDAL releases the GIL while it compresses)."""
+    if len(jobs) == 1:
+        finish_cog(jobs[0][0], jobs[0][1], resampling=jobs[0][2])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        for done in [pool.submit(finish_cog, vrt, dst, resampling=resampling)
+                     for vrt, dst, resampling in jobs]:
+            done.result()
 
 
 def gdal_cache_bytes(scene: Scene, tile: int) -> int:
