@@ -123,3 +123,28 @@ def test_batch_size_auto_is_one_on_cpu_and_accepted(make_geotiff, tmp_path):
     predict_scene(scene, tmp_path / "out.tif", predictor, None, tile=64, overlap=16,
                   batch_size="auto", classes=ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]))
     assert (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+@pytest.mark.parametrize("blend", ["cosine", "crop"])
+def test_cuda_device_path_equals_the_host_path_on_the_same_gpu(tmp_path, blend):
+    """On a GPU: the device path (uint8 upload, look-up normalisation, torch blend and
+    argmax there) writes the classes the host path writes with the same network on the
+    same GPU (float32, no autocast, so only the blend's place differs)."""
+    import rasterio
+
+    from test_reference_output import network, write_case
+
+    torch.backends.cudnn.deterministic = True
+    scene = write_case(tmp_path / "scene.tif", "uint8")
+    got = []
+    for device_path in (False, True):
+        predictor = TorchPredictor(network(), "cuda", num_classes=6, amp=False,
+                                   device_path=device_path)
+        out = tmp_path / f"out_{device_path}.tif"
+        predict_scene(scene, out, predictor, None, tile=64, overlap=20, blend=blend,
+                      batch_size=3, probs=tmp_path / f"conf_{device_path}.tif")
+        with rasterio.open(out) as ds, rasterio.open(tmp_path / f"conf_{device_path}.tif") as c:
+            got.append((ds.read(1), c.read(1)))
+    np.testing.assert_array_equal(got[1][0], got[0][0])
+    np.testing.assert_array_equal(got[1][1], got[0][1])
