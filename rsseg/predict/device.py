@@ -33,13 +33,17 @@ LUT_MAX_BITS = 16
 
 def lookup_tables(norm: Normalization, dtype) -> np.ndarray | None:
     """``(C, 2**bits)`` float32: row ``c``, index ``v`` holds band ``c`` normalised for the
-    raw value whose unsigned bit pattern is ``v``; None unless an integer of <= 16 bits."""
+    raw value whose unsigned bit pattern is ``v`` (0 where that is not finite); None
+    unless an integer of <= 16 bits."""
     dtype = np.dtype(dtype)
     if dtype.kind not in "iu" or dtype.itemsize * 8 > LUT_MAX_BITS:
         return None
     values = np.arange(2 ** (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}").view(dtype)
     column = np.broadcast_to(values, (norm.num_bands, values.size))[:, None, :]
-    return np.ascontiguousarray(norm.apply(column)[:, 0, :])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        tables = np.ascontiguousarray(norm.apply(column)[:, 0, :])
+    # non-finite values (a zero std) become 0, as the host path makes them
+    return np.nan_to_num(tables, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class DeviceRunner:

@@ -34,9 +34,11 @@ class HostRunner:
     def __init__(self, predictor, norm: Normalization, dtype, tile: int):
         self.predictor = predictor
         self.norm, self.tile = norm, tile
-        self.is_float = np.dtype(dtype).kind == "f"
         self.mean = np.asarray(norm.mean, np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(norm.std, np.float32).reshape(-1, 1, 1)
+        # integers over a finite, non-zero std give finite values: no need to check them
+        self.may_be_non_finite = (np.dtype(dtype).kind == "f" or not np.all(self.std != 0)
+                                  or not np.all(np.isfinite(self.mean / self.std)))
 
     def prepare(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(C, tile, tile)`` float32: normalised, nodata and non-finite values at 0
@@ -49,7 +51,7 @@ class HostRunner:
         np.divide(data, self.std, out=data)
         if not valid.all():
             data[:, ~valid] = 0.0
-        if self.is_float:
+        if self.may_be_non_finite:
             np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         _, h, w = data.shape
         if h < self.tile or w < self.tile:

@@ -148,3 +148,27 @@ def test_cuda_device_path_equals_the_host_path_on_the_same_gpu(tmp_path, blend):
             got.append((ds.read(1), c.read(1)))
     np.testing.assert_array_equal(got[1][0], got[0][0])
     np.testing.assert_array_equal(got[1][1], got[0][1])
+
+
+def test_zero_std_band_gives_zeros_on_both_paths(make_geotiff, tmp_path):
+    """A degenerate normalisation (std 0: inf/NaN) is zeroed alike by the host path and
+    by the device path's lookup tables."""
+    data = np.random.default_rng(3).integers(0, 255, (3, 70, 90)).astype(np.uint8)
+    scene = make_geotiff(data)
+    norm = Normalization(["a", "b", "c"], [10.0, 0.0, 0.0], [0.0, 255.0, 255.0])
+    got = []
+    for device_path in (False, True):
+        out = np.full((3, 70, 90), np.nan, np.float32)
+
+        def on_scores(r, c, s, v, out=out):
+            out[:, r:r + v.shape[0], c:c + v.shape[1]] = s
+
+        predictor = TorchPredictor(Identity(), "cpu", num_classes=3, activation=None,
+                                   device_path=device_path)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            predict_scene(scene, tmp_path / f"o{device_path}.tif", predictor, norm, tile=64,
+                          overlap=16, on_scores=on_scores,
+                          classes=ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]))
+        got.append(out)
+    assert (got[0][0] == 0).all()
+    np.testing.assert_array_equal(got[1], got[0])
