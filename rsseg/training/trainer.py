@@ -28,7 +28,7 @@ from rsseg.training.logs import plot_curves, write_logs
 from rsseg.training.loss import HybridLoss
 from rsseg.training.normalisation import check_class_counts, count_blocks, scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
-from rsseg.training.scenes import SceneInfo, inspect_scenes, pair_scenes
+from rsseg.training.scenes import SceneInfo, common_gsd_m, inspect_scenes, pair_scenes
 from rsseg.training.setup import build_model, load_pretrained, resolve_device, use_amp, use_channels_last
 
 BEST = "best.pt"
@@ -337,6 +337,9 @@ def _checkpoint(run: _Run, entry: dict) -> Checkpoint:
                 "train_scenes": [Path(p).name for p in cfg.images],
                 "val_scenes": [Path(p).name for p in cfg.val_images],
                 "seconds": round(run.seconds, 1)}
+    gsd = common_gsd_m(run.train_infos)
+    if gsd is not None:  # the tools' `resolution` key in `rsseg export`
+        training["gsd_m"] = gsd
     model = run.model
     return Checkpoint.from_model(model, classes=run.classes, bands=run.normalization,
                                  tile={"size": tile, "overlap": tile // 4}, note=note,
