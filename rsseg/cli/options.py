@@ -17,6 +17,10 @@ progress_option = click.option("--progress/--no-progress", default=True, show_de
 progress_json_option = click.option(
     "--progress-json", is_flag=True,
     help="Write progress as JSON lines on stdout (for programs such as the QGIS plugin).")
+stac_option = click.option(
+    "--stac", is_flag=True,
+    help="Also write a STAC Item beside each class raster (NAME.stac.json: footprint, grid, "
+         "classes, model, assets; batch adds mosaic.stac.json, a Collection). See docs/stac.md.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
