@@ -23,9 +23,9 @@ differences:
 * ``seg_thresh``: both zero every probability below it before the argmax, which
   turns uncertain pixels into class 0. Written as 0.0, a plain argmax like
   ``rsseg predict``.
-* ``seg_small_segment``: Deepness removes specks by morphological opening of that
-  size, GeoDeep by sieving ``(2 * n)^2`` pixels. Written as 0 (off), as
-  ``rsseg predict`` does not filter; users raise it in the tool.
+* ``seg_small_segment``: Deepness median-blurs the class map with a window of
+  about that size, GeoDeep sieves regions under ``(2 * n)^2`` pixels. Written as
+  0 (off), as ``rsseg predict`` does not filter; users raise it in the tool.
 
 :class:`ToolInputGraph` is the fixed contract behind ``rsseg export --for``: three
 bands in R, G, B order scaled to 0..1 (what both tools feed: uint8 / 255) in,
