@@ -41,6 +41,20 @@ def rsseg(*args) -> int:
     return run([str(a) for a in args])
 
 
+def import_geodeep(module: str = "geodeep"):
+    """GeoDeep is a dev dependency: skipped (with the reason) where it is missing, except
+    under CI, where the dev extra is installed and a skip would hide a broken setup."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise
+        pytest.skip("geodeep is not installed (pip install -c constraints.txt -e '.[dev]')")
+
+
 class TinyNet(nn.Module):
     """Two 3x3 convolutions and a 1x1 head: a 5-px receptive field, fast to train."""
 
@@ -135,7 +149,7 @@ def predict_onnx(model: Path, scene: Path, out: Path, *extra) -> np.ndarray:
 
 
 def test_geodeep_agrees_with_rsseg_predict(trained, rgb_scene):
-    geodeep = pytest.importorskip("geodeep")  # a dev dependency (pyproject [dev])
+    geodeep = import_geodeep()
     scene, labels = rgb_scene
     default = export(trained, "tiny.onnx")
     for_geodeep = export(trained, "tiny_geodeep.onnx", "--for", "geodeep")
@@ -220,7 +234,7 @@ def test_deepness_keys_and_types_follow_its_table(trained, name, extra):
 
 
 def test_geodeep_reads_the_keys_as_it_parses_them(trained):
-    geodeep_inference = pytest.importorskip("geodeep.inference")
+    geodeep_inference = import_geodeep("geodeep.inference")
     path = export(trained, "tiny_geodeep.onnx", "--for", "geodeep")
     _, config = geodeep_inference.create_session(str(path), max_threads=1)
     assert config["model_type"] == "Segmentor"
