@@ -15,7 +15,6 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
-import torch.nn as nn
 from affine import Affine
 from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
@@ -24,7 +23,7 @@ from rsseg.cli import run
 from rsseg.io.stac import CLASSIFICATION, PROJECTION
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "stac"
-MODEL = "tiny_stac_net"
+MODEL = "baff_skipnet"  # with --weights random: small and fast
 
 
 def rsseg(*args) -> int:
@@ -58,15 +57,6 @@ def validate(path: Path, validator) -> dict:
 
 
 @pytest.fixture
-def tiny_model(register_test_model):
-    def build(in_channels=3, num_classes=6):
-        return nn.Sequential(nn.Conv2d(in_channels, 8, 5, padding=2), nn.ReLU(),
-                             nn.Conv2d(8, num_classes, 1))
-
-    return register_test_model(MODEL, build)
-
-
-@pytest.fixture
 def scene(make_geotiff):
     rng = np.random.default_rng(3)
     data = np.repeat(np.repeat(rng.integers(0, 255, (3, 10, 14)), 8, 1), 8, 2).astype(np.uint8)
@@ -78,10 +68,10 @@ def scene(make_geotiff):
 
 def predict(scene, out, *extra) -> int:
     return rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o", out,
-                 "--tile", 48, "--overlap", 12, "--no-progress", *extra)
+                 "--tile", 64, "--overlap", 16, "--no-progress", *extra)
 
 
-def test_predict_item_describes_grid_classes_model_and_assets(tiny_model, scene, tmp_path,
+def test_predict_item_describes_grid_classes_model_and_assets(scene, tmp_path,
                                                               validator):
     out, probs, gpkg = tmp_path / "classes.tif", tmp_path / "conf.tif", tmp_path / "classes.gpkg"
     assert predict(scene, out, "--probs", probs, "--vector", gpkg, "--stac") == 0
@@ -124,7 +114,7 @@ def test_predict_item_describes_grid_classes_model_and_assets(tiny_model, scene,
         assert Path(asset.get_absolute_href()).is_file()
 
 
-def test_vectorize_completes_the_predict_item(tiny_model, scene, tmp_path, validator):
+def test_vectorize_completes_the_predict_item(scene, tmp_path, validator):
     out = tmp_path / "classes.tif"
     assert predict(scene, out, "--stac") == 0
     first = json.loads((tmp_path / "classes.stac.json").read_text())
@@ -145,7 +135,7 @@ def test_vectorize_completes_the_predict_item(tiny_model, scene, tmp_path, valid
     assert other["properties"]["rsseg:model"] == MODEL  # lent by the raster's Item
 
 
-def test_existing_item_is_kept_without_overwrite(tiny_model, scene, tmp_path, capsys):
+def test_existing_item_is_kept_without_overwrite(scene, tmp_path, capsys):
     (tmp_path / "classes.stac.json").write_text("{}")
     assert predict(scene, tmp_path / "classes.tif", "--stac") == 1
     err = capsys.readouterr().err.strip().splitlines()
