@@ -159,8 +159,7 @@ def write_collection(items: list[str | os.PathLike], path: str | os.PathLike, *,
     for key, (href, media_type, title) in (assets or {}).items():
         collection.add_asset(key, _asset(href, path.parent, media_type, title, title))
     for p in items:
-        href = os.path.relpath(os.path.abspath(p), os.path.abspath(path.parent))
-        collection.add_link(pystac.Link("item", "./" + Path(href).as_posix(),
+        collection.add_link(pystac.Link("item", _relative(p, path.parent),
                                         media_type="application/json"))
     _write_json(path, collection.to_dict(include_self_link=False), overwrite=True)
     return path
@@ -259,10 +258,15 @@ def _asset(href, base: Path, media_type: str, title: str, description: str,
            scheme: ClassScheme | None = None):
     import pystac
 
-    rel = os.path.relpath(os.path.abspath(href), os.path.abspath(base))
     extra = {"classification:classes": classification_classes(scheme)} if scheme else {}
-    return pystac.Asset("./" + Path(rel).as_posix(), title=title, description=description,
+    return pystac.Asset(_relative(href, base), title=title, description=description,
                         media_type=media_type, roles=["data"], extra_fields=extra)
+
+
+def _relative(href, base: Path) -> str:
+    """``href`` relative to the folder ``base``, as STAC writes it (``./a.tif``, ``../a.tif``)."""
+    rel = Path(os.path.relpath(os.path.abspath(href), os.path.abspath(base))).as_posix()
+    return rel if rel.startswith("../") else "./" + rel
 
 
 def _footprint(grid: _Grid) -> dict | None:

@@ -131,7 +131,7 @@ def test_vectorize_completes_the_predict_item(scene, tmp_path, validator):
     assert rsseg("vectorize", out, "-o", tmp_path / "vec" / "polys.gpkg", "--stac",
                  "--no-progress") == 0
     other = validate(tmp_path / "vec" / "polys.stac.json", validator)
-    assert other["assets"]["classes"]["href"] == "./../classes.tif"
+    assert other["assets"]["classes"]["href"] == "../classes.tif"
     assert other["properties"]["rsseg:model"] == MODEL  # lent by the raster's Item
 
 
