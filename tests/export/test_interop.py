@@ -254,3 +254,26 @@ def test_for_refuses_a_model_that_is_not_rgb(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "takes 4 (IR, R, G, DSM)" in err[0] and "geodeep" in err[0]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_band_order_and_resolution_rules():
+    from rsseg.export.interop import resolution_cm, rgb_order, tool_metadata
+    from rsseg.errors import ModelError
+
+    def ckpt(names, training=None):
+        bands = None if names is None else Normalization(list(names), [0.0] * 3, [1.0] * 3)
+        return Checkpoint("tiny_rgb_net", {"in_channels": 3, "num_classes": 5}, {},
+                          classes=CLASSES, bands=bands, training=training or {})
+
+    assert rgb_order(ckpt(["B", "G", "R"])) == [2, 1, 0]
+    assert rgb_order(ckpt(["red", "Green", "BLUE"])) == [0, 1, 2]
+    assert rgb_order(ckpt(["IR", "R", "G"])) is None  # false colour: fed as the raster has it
+    assert rgb_order(ckpt(["B1", "B2", "B3"])) is None and rgb_order(ckpt(None)) is None
+    assert resolution_cm(ckpt(None, {"gsd_m": 0.09}), None) == pytest.approx(9.0)
+    assert resolution_cm(ckpt(None, {"gsd_m": 0.09}), 20.0) == 20.0  # --resolution wins
+    assert resolution_cm(ckpt(None), None) is None
+    with pytest.raises(ModelError, match="positive"):
+        resolution_cm(ckpt(None), 0.0)
+    keys = tool_metadata(CLASSES, {"size": 512, "overlap": 100}, ([0.0] * 3, [1.0] * 3), None)
+    assert "resolution" not in keys  # unknown: GeoDeep's and Deepness's own defaults apply
+    assert json.loads(keys["tiles_overlap"]) == 20  # 100 / 512 = 19.5 %, an integer for Deepness
