@@ -127,6 +127,9 @@ def _open_class_raster(path):
     elif src.dtypes[0] not in CLASS_DTYPES:
         problem = (f"band 1 is {src.dtypes[0]}; a class raster holds integer class ids "
                    "(uint8, nodata 255)")
+    elif _is_confidence_raster(src):
+        problem = ("is a confidence raster (maximum class probability), not a class raster; "
+                   "vectorize the class raster and give this one with --probs")
     elif src.crs is None:
         problem = "has no CRS; polygons need a coordinate reference system"
     elif src.transform.is_identity:
@@ -135,6 +138,11 @@ def _open_class_raster(path):
         src.close()
         raise InputError(problem, path)
     return src
+
+
+def _is_confidence_raster(src) -> bool:
+    """What ``rsseg predict --probs`` writes (:func:`rsseg.io.cog.confidence_metadata`)."""
+    return "CONFIDENCE" in src.tags() or (src.descriptions[0] or "").lower() == "confidence"
 
 
 def _open_probs(path, classes_src):
