@@ -39,14 +39,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LANGS = {"sh", "bash", "shell", "console"}
-COMMAND = re.compile(r"^\s*(\$ )?(rsseg|python3?|make|gdalinfo|ogrinfo|dask|qgis_process)\b")
+COMMAND = re.compile(r"^\s*(\$ )?(rsseg|python3?|make|gdalinfo|ogrinfo|dask|qgis_process)(?=\s)")
 SKIP = re.compile(r"<!--\s*docs-check:\s*skip\s+(.+?)\s*-->")
 
 # Scale work down, not the interface: the same options with smaller values.
 SPEED_UPS = [
     (re.compile(r"--epochs \d+"), "--epochs 1"),
     (re.compile(r"--size (\d+)x(\d+)"), lambda m: "--size {}x{}".format(
-        *(min(int(v), 640) for v in m.groups()))),
+        *(min(int(v), 1024) for v in m.groups()))),
     (re.compile(r"--size (\d+)(?!x)\b"), lambda m: f"--size {min(int(m.group(1)), 512)}"),
     (re.compile(r"--crop \d+"), "--crop 64"),
     (re.compile(r"--batch-size \d+"), "--batch-size 2"),
@@ -135,11 +135,17 @@ def make_fixtures(folder: Path, rsseg: str) -> None:
     gdal = dict(cwd=folder, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["gdal_translate", "-q", "-b", "1", "rgb.tif", "ir.tif"], **gdal)
     subprocess.run(["gdalwarp", "-q", "-tr", "0.18", "0.18", "dsm_fine.tif", "dsm.tif"], **gdal)
-    five_bands = ("import torch; from rsseg.models import create_model; "
-                  "from rsseg.checkpoint import Checkpoint; torch.manual_seed(0); "
-                  "Checkpoint.from_model(create_model('baff_skipnet', in_channels=5, "
-                  "num_classes=6)).save('run/best.pt')")
-    subprocess.run([sys.executable, "-c", five_bands], **gdal)
+    shutil.copy(folder / "rgb.tif", folder / "top_rgb.tif")
+    shutil.copy(folder / "ir.tif", folder / "top_ir.tif")
+    shutil.copy(folder / "ir.tif", folder / "pan.tif")
+    # Untrained checkpoints of the band counts the docs use (the docs show the interface).
+    checkpoints = ("import torch; from rsseg.models import create_model; "
+                   "from rsseg.checkpoint import Checkpoint; torch.manual_seed(0)\n"
+                   "for net, bands, path in (('bafnet', 4, 'run/best.pt'), "
+                   "('baff_skipnet', 5, 'run/rgbi_dsm.pt'), ('baff_skipnet', 3, 'run/rgb.pt')):\n"
+                   "    Checkpoint.from_model(create_model(net, in_channels=bands, "
+                   "num_classes=6)).save(path)")
+    subprocess.run([sys.executable, "-c", checkpoints], **gdal)
     # Training tiles: seeds whose scenes hold every class (training refuses a class it
     # never sees).
     for k, seed in ((1, 1), (2, 4)):
