@@ -50,6 +50,8 @@ SPEED_UPS = [
     (re.compile(r"--size (\d+)(?!x)\b"), lambda m: f"--size {min(int(m.group(1)), 512)}"),
     (re.compile(r"--crop \d+"), "--crop 64"),
     (re.compile(r"--batch-size \d+"), "--batch-size 2"),
+    # make targets run in the checkout, not in the page's folder
+    (re.compile(r"^make ", re.M), 'make -s -C "$RSSEG_ROOT" '),
 ]
 
 

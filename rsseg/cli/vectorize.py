@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options
+from rsseg.cli.options import common_options, rate, report_done
 
 
 def _parse_classes(ctx, param, value):
@@ -56,11 +56,6 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
                                connectivity=int(connectivity), block_size=block_size,
                                overwrite=overwrite, progress=mode, workers=workers)
     counts = ", ".join(f"{name} {n}" for name, n in summary["per_class"].items()) or "none"
-    message = (f"wrote {summary['features']} polygons to {summary['output']} "
-               f"(layer {summary['layer']}; {counts}) in {summary['seconds']:.1f} s")
-    if mode == "json":
-        import json
-
-        click.echo(json.dumps({"event": "result", **summary}))
-    else:
-        click.echo(message, err=True)
+    report_done(f"wrote {summary['features']} polygons to {summary['output']} "
+                f"(layer {summary['layer']}; {counts}) in "
+                f"{rate(summary['megapixels'], summary['seconds'])}", mode, **summary)

@@ -66,6 +66,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
         from rsseg.vectorize import qgis_style as qgis_style
 
         scheme = read_class_scheme(src)
+        megapixels = src.width * src.height / 1e6
         keep = _resolve_classes(classes, scheme, class_raster)
         measurer = Measurer(src.transform, src.crs.to_wkt())
         post = bool(simplify) or bool(min_area)
@@ -100,6 +101,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
     return {"output": str(output), "layer": layer, "style": str(sidecar),
             "features": writer.count, "per_class": per_class, "blocks": blocks,
             "connectivity": connectivity, "block_size": block_size, "workers": workers,
+            "megapixels": megapixels,
             "seconds": round(time.perf_counter() - t0, 3), **extra}
 
 

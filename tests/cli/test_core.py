@@ -188,3 +188,34 @@ def test_progress_bar_lands_on_total_and_shows_mpx_per_second(capsys):
     slow.close()
     err = capsys.readouterr().err
     assert "Mpx/s" in err and "s/Mpx" not in err
+
+
+def test_completion_lines_and_quiet(tmp_path, capsys):
+    # vectorize and score end with one line: what was written, classes, time and Mpx/s;
+    # --quiet drops it (and nothing else).
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from rsseg.cli import run
+
+    labels = np.zeros((64, 80), np.uint8)
+    labels[10:30, 10:50] = 1
+    profile = dict(driver="GTiff", width=80, height=64, count=1, dtype="uint8", nodata=255,
+                   crs="EPSG:32632", transform=from_origin(500000, 5400000, 0.5, 0.5))
+    with rasterio.open(tmp_path / "c.tif", "w", **profile) as ds:
+        ds.write(labels, 1)
+    assert run(["vectorize", str(tmp_path / "c.tif"), "-o", str(tmp_path / "c.gpkg"),
+                "--no-progress"]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"wrote 2 polygons to {tmp_path / 'c.gpkg'}") and "Mpx/s" in line
+    assert "impervious_surfaces 1, building 1" in line
+    assert run(["score", str(tmp_path / "c.tif"), str(tmp_path / "c.tif"), "--no-progress",
+                "--json", str(tmp_path / "r.json")]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("scored 1 pair(s), 5,120 px (mIoU 100.00)") and "Mpx/s" in line
+    assert "classes present: impervious_surfaces, building;" in line and "r.json" in line
+    for argv in (["vectorize", str(tmp_path / "c.tif"), "-o", str(tmp_path / "d.gpkg")],
+                 ["score", str(tmp_path / "c.tif"), str(tmp_path / "c.tif")]):
+        assert run([*argv, "--no-progress", "--quiet"]) == 0
+        assert capsys.readouterr().err == ""
