@@ -30,7 +30,7 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, stac_opt
 @click.option("--simplify", type=click.FloatRange(min=0), default=None,
               help="With --vector: coverage simplification tolerance in map units.")
 @click.option("--min-area", type=click.FloatRange(min=0), default=None,
-              help="With --vector: merge polygons smaller than this (map units squared).")
+              help="With --vector: merge polygons smaller than this (m²).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Worker processes of the local Dask cluster (ignored with --scheduler).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options, stac_option
+from rsseg.cli.options import common_options, rate, report_done, stac_option
 
 
 def _parse_classes(ctx, param, value):
@@ -67,11 +67,6 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
                                                 confidence=probs, vector=output,
                                                 overwrite=overwrite, extend=True))
     counts = ", ".join(f"{name} {n}" for name, n in summary["per_class"].items()) or "none"
-    message = (f"wrote {summary['features']} polygons to {summary['output']} "
-               f"(layer {summary['layer']}; {counts}) in {summary['seconds']:.1f} s")
-    if mode == "json":
-        import json
-
-        click.echo(json.dumps({"event": "result", **summary}))
-    else:
-        click.echo(message, err=True)
+    report_done(f"wrote {summary['features']} polygons to {summary['output']} "
+                f"(layer {summary['layer']}; {counts}) in "
+                f"{rate(summary['megapixels'], summary['seconds'])}", mode, **summary)

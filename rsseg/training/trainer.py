@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from rsseg.atomic import atomic_output
+from rsseg.atomic import atomic_output, check_folder_creatable, make_folders
 from rsseg.checkpoint import Checkpoint, Normalization
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import InputError, ModelError, OutputError
@@ -79,7 +79,7 @@ def train(config: TrainConfig, progress: Mode = "bar", overwrite: bool = False,
     out = Path(config.out_dir)
     _check_run_dir(out, overwrite)  # before the (long) scan of the scenes
     run = _prepare(config, progress)
-    out.mkdir(exist_ok=True)
+    make_folders(out)
     return _train_epochs(run, out, progress, on_epoch_end)
 
 
@@ -178,8 +178,7 @@ def _check_run_dir(out: Path, overwrite: bool) -> None:
     if out.is_dir() and not overwrite and any((out / f).exists() for f in RUN_FILES):
         raise OutputError("run directory already holds a training run; continue it with "
                           "--resume or pass --overwrite to start again", out)
-    if not out.parent.is_dir():
-        raise OutputError(f"parent directory {out.parent} does not exist", out)
+    check_folder_creatable(out, out)
 
 
 def _load_resume_state(path: Path) -> tuple[Checkpoint, dict]:
