@@ -191,6 +191,7 @@ class _ShiftedWeights:
 
     def __init__(self, weights: BlendWeights, row0: int, col0: int):
         self.weights, self.row0, self.col0 = weights, row0, col0
+        self.rows, self.cols = weights.rows[row0:], weights.cols[col0:]  # 1-D, as BlendWeights
 
     def window(self, row: int, col: int) -> np.ndarray:
         return self.weights.window(row + self.row0, col + self.col0)
