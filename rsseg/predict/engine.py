@@ -111,7 +111,8 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
 
     t0 = time.perf_counter()
     clock = StageClock()
-    env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, tile), GDAL_NUM_THREADS=str(readers))
+    env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, tile),
+                       GDAL_NUM_THREADS=str(decode_threads(predictor, readers)))
     with env, scene, contextlib.ExitStack() as stack:
         final = stack.enter_context(atomic_output(output, overwrite))
         final_probs = stack.enter_context(atomic_output(probs, overwrite)) if probs else None
@@ -147,6 +148,15 @@ def _finish_cogs(jobs: list) -> None:
         for done in [pool.submit(finish_cog, vrt, dst, resampling=resampling)
                      for vrt, dst, resampling in jobs]:
             done.result()
+
+
+def decode_threads(predictor, readers: int) -> int:
+    """GDAL's decoding threads: ``readers``, or every core when the network runs on a GPU
+    (the device path), where the host's cores have nothing else to do and decoding
+    must keep up with 40-100 Mpx/s."""
+    if getattr(predictor, "device_path", False) and getattr(predictor, "cuda", False):
+        return max(readers, os.cpu_count() or 1)
+    return readers
 
 
 def gdal_cache_bytes(scene: Scene, tile: int) -> int:
