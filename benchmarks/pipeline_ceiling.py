@@ -15,7 +15,7 @@ the ratio of medians: on a shared machine only such side-by-side ratios mean muc
 
 ``--predictor torch`` uses a :class:`TorchPredictor` around a null network instead
 (on ``--device cuda`` that takes the device path: uint8 batches, normalisation,
-blend and argmax on the GPU).
+blend and argmax on the GPU; ``--device-path`` takes it on the CPU too, to compare).
 
     python benchmarks/pipeline_ceiling.py [--size 8192] [--repeats 3] [--baseline /work/main]
 """
@@ -95,7 +95,8 @@ def child(opts) -> None:
     else:
         from rsseg.predict.predictor import TorchPredictor
 
-        predictor = TorchPredictor(null_network(opts.tile), opts.device, num_classes=6)
+        predictor = TorchPredictor(null_network(opts.tile), opts.device, num_classes=6,
+                                   device_path=True if opts.device_path else None)
     out = Path(opts.out)
     batch = opts.batch_size if opts.batch_size == "auto" else int(opts.batch_size)
     t0 = time.perf_counter()
@@ -115,6 +116,8 @@ def run_child(opts, scene: Path, out: Path, rsseg_root: str | None) -> dict:
             "--out", str(out), "--tile", str(opts.tile), "--overlap", str(opts.overlap),
             "--batch-size", str(opts.batch_size), "--readers", str(opts.readers),
             "--predictor", opts.predictor, "--device", opts.device]
+    if opts.device_path:
+        args.append("--device-path")
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run failed ({rsseg_root or 'this checkout'}): {done.stderr[-2000:]}")
@@ -155,6 +158,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--predictor", choices=("numpy", "torch"), default="numpy")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device-path", action="store_true",
+                    help="with --predictor torch: take the device path even on the CPU")
     ap.add_argument("--baseline", default=None, help="another checkout's root to compare with")
     ap.add_argument("--keep", type=Path, default=None, help="folder to keep the scene in")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
