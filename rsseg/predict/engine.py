@@ -76,8 +76,10 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
     is applied to the bands read (None: per-dtype defaults, see
     :func:`rsseg.io.scene.default_normalization`). ``probs`` optionally names a
     second COG of confidences (max probability * 255). ``on_scores(row_off,
-    col_off, scores, valid)`` receives every blended region (tests, diagnostics).
-    ``scene`` is an already opened :class:`~rsseg.io.scene.Scene` (else ``input``
+    col_off, scores, valid)`` receives every blended region (tests, diagnostics;
+    NumPy views valid during the call). ``batch_size`` is a number or ``"auto"``
+    (see :func:`rsseg.predict.runners.resolve_batch_size`); ``readers`` is the number
+    of threads GDAL decodes on. ``scene`` is an already opened :class:`~rsseg.io.scene.Scene` (else ``input``
     is opened with ``bands``/``band_files``/``dsm``/``align``).
 
     ``region`` ``(row_off, col_off, height, width)`` predicts only that part of
@@ -122,7 +124,7 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
         raws = [temporary_sibling(t[0], ".raw") for t in targets]
         stack.callback(_remove, raws + [r.with_suffix(".vrt") for r in raws])
         stats = _run(scene, predictor, norm, classes, raws, tile, overlap, blend, batch_size,
-                     progress, readers, on_scores, region, clock)
+                     progress, on_scores, region, clock)
         with clock("COG finish"):
             vrts = []
             for raw, (dst, resampling, meta, nodata) in zip(raws, targets):
@@ -260,8 +262,8 @@ def _remove(paths) -> None:
 
 
 def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raws: list,
-         tile: int, overlap: int, blend: str, batch_size: int, progress: str, readers: int,
-         on_scores, region: tuple[int, int, int, int], clock: StageClock) -> dict:
+         tile: int, overlap: int, blend: str, batch_size: int, progress: str, on_scores,
+         region: tuple[int, int, int, int], clock: StageClock) -> dict:
     """Stream every window through read -> predict -> blend -> write."""
     grid = WindowGrid(scene.height, scene.width, tile, overlap)
     weights = BlendWeights(grid, blend)
@@ -282,7 +284,7 @@ def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raw
         blender = StreamingBlender(grid, weights, num_classes, sink, arrays=runner.arrays)
         mpx = grid.width * grid.height / len(order) / 1e6
         with Progress(len(order), "predict", progress, unit="window", mpx_per_unit=mpx) as bar:
-            stats = _stream(scene, order, grid, runner, blender, batch_size, readers, bar,
+            stats = _stream(scene, order, grid, runner, blender, batch_size, bar,
                             origin, clock)
         if not blender.done:
             raise RuntimeError("internal error: the blender did not receive every window")
@@ -380,7 +382,7 @@ def _consume(blender, in_q, stop, errors: list, clock) -> None:
         stop.set()
 
 
-def _stream(scene, order, grid, runner, blender, batch_size, readers, bar, origin,
+def _stream(scene, order, grid, runner, blender, batch_size, bar, origin,
             clock) -> dict:
     stop = threading.Event()
     blend_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
