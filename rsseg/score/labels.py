@@ -71,7 +71,7 @@ class UnknownValues:
 
 def _fmt(key) -> str:
     if isinstance(key, tuple):
-        return "#{:02X}{:02X}{:02X} rgb{}".format(*key, key)
+        return "#{:02X}{:02X}{:02X} RGB{}".format(*key, key)
     return str(key)
 
 
