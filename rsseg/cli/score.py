@@ -9,6 +9,7 @@ from rsseg.cli.options import common_options
 EPILOG = """\b
 Examples:
   rsseg score classes.tif labels.tif
+  rsseg score pred.tif mask.png --classes dubai-aerial --label-format rgb
   rsseg score preds/*.tif --labels-dir gts/ --label-format isprs-rgb --eroded \\
       --exclude clutter --json report.json --csv report.csv --plot confusion.png
   rsseg score --pairs pairs.csv --erode-radius 3 --conventions both
@@ -22,8 +23,13 @@ Examples:
               help="Pair each PRED with the label of the same name in this directory.")
 @click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
               help="CSV file with prediction,label columns (instead of PRED arguments).")
-@click.option("--label-format", type=click.Choice(["index", "isprs-rgb"]), default="index",
-              show_default=True, help="Class ids, or the ISPRS colour code (3-band RGB).")
+@click.option("--classes", default=None, metavar="FILE|NAME",
+              help="Class scheme of the labels (JSON file or built-in name: isprs, "
+                   "dubai-aerial, loveda) [default: the prediction's classes, else isprs].")
+@click.option("--label-format", type=click.Choice(["index", "rgb", "isprs-rgb"]),
+              default="index", show_default=True,
+              help="Class values, or class colours (RGB or palette); isprs-rgb = --classes "
+                   "isprs --label-format rgb.")
 @click.option("--eroded", is_flag=True,
               help="Labels are eroded-boundary files (ISPRS *_noBoundary): black RGB pixels "
                    "or --ignore-index pixels are boundaries and are ignored.")
@@ -52,7 +58,7 @@ Examples:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write the row-normalised confusion matrix as a PNG.")
 @common_options
-def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, erode_shape,
+def score(rasters, labels_dir, pairs_csv, classes, label_format, eroded, erode_radius, erode_shape,
           exclude, ignore_index, ignore_unknown, conventions, align, json_path, csv_path,
           plot_path, overwrite, progress, progress_json):
     """Score class rasters (PRED) against label rasters.
@@ -71,7 +77,7 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     check_report_paths(outputs, overwrite)
     mode = progress_mode(progress, progress_json)
     report = score_many(pairs, exclude=exclude, conventions=conventions, progress_mode=mode,
-                        label_format=label_format, ignore_index=ignore_index, eroded=eroded,
+                        classes=classes, label_format=label_format, ignore_index=ignore_index, eroded=eroded,
                         erode_radius=erode_radius, erode_shape=erode_shape,
                         ignore_unknown=ignore_unknown, align=align)
     written = write_reports(report, overwrite, json_path, csv_path, plot_path)

@@ -47,14 +47,21 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
     --probs), styled for QGIS by class colour. Polygons are exactly those of a
     whole-raster polygonization, although the raster is processed in blocks.
     """
+    import warnings
+
     from rsseg.progress import progress_mode
     from rsseg.vectorize.streaming import vectorize_raster
 
     mode = progress_mode(progress, progress_json)
-    summary = vectorize_raster(class_raster, output, layer=layer, probs=probs,
-                               simplify=simplify, min_area=min_area, classes=classes,
-                               connectivity=int(connectivity), block_size=block_size,
-                               overwrite=overwrite, progress=mode, workers=workers)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. no CRS: said once, on stderr
+        warnings.simplefilter("always")
+        summary = vectorize_raster(class_raster, output, layer=layer, probs=probs,
+                                   simplify=simplify, min_area=min_area, classes=classes,
+                                   connectivity=int(connectivity), block_size=block_size,
+                                   overwrite=overwrite, progress=mode, workers=workers)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            click.echo(f"rsseg: warning: {w.message}", err=True)
     counts = ", ".join(f"{name} {n}" for name, n in summary["per_class"].items()) or "none"
     message = (f"wrote {summary['features']} polygons to {summary['output']} "
                f"(layer {summary['layer']}; {counts}) in {summary['seconds']:.1f} s")

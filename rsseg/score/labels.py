@@ -92,12 +92,14 @@ def to_uint8(values: np.ndarray, outside: int) -> tuple[np.ndarray, np.ndarray |
 def resolve_label_format(label_format: str, classes: str | None) -> tuple[str, str | None]:
     """``isprs-rgb`` is ``--classes isprs --label-format rgb``; returns (format, classes).
 
-    ValueError when ``isprs-rgb`` is combined with another scheme.
+    InputError when ``isprs-rgb`` is combined with another scheme.
     """
+    from rsseg.errors import InputError
+
     if label_format != "isprs-rgb":
         return label_format, classes
     if classes not in (None, "isprs"):
-        raise ValueError(f"--label-format isprs-rgb means --classes isprs; for {classes} "
+        raise InputError(f"--label-format isprs-rgb means --classes isprs; for {classes} "
                          "use --label-format rgb")
     return "rgb", "isprs"
 

@@ -37,7 +37,9 @@ class ScoreOptions:
     """How labels are read and what is ignored (shared by every scene)."""
 
     label_format: str = "index"
-    classes: ClassScheme | None = None  # --classes: how labels code classes; None: the prediction's
+    # --classes (a scheme, or its file or built-in name): how labels code the classes;
+    # None: the prediction's own classes.
+    classes: ClassScheme | str | None = None
     ignore_index: int = 255
     eroded: bool = False
     erode_radius: int = 0
@@ -47,10 +49,17 @@ class ScoreOptions:
     window_pixels: int = DEFAULT_WINDOW_PIXELS
 
     def __post_init__(self):
-        if self.label_format == "isprs-rgb":  # the old name of rgb with the isprs scheme
-            from rsseg.classes import ISPRS
+        from rsseg.classes import load_scheme
+        from rsseg.score.labels import resolve_label_format
 
-            self.label_format, self.classes = "rgb", self.classes or ISPRS
+        if isinstance(self.classes, ClassScheme):
+            given = self.classes
+        else:
+            given = None
+        fmt, name = resolve_label_format(self.label_format, None if given else self.classes)
+        self.label_format = fmt
+        if given is None and name is not None:
+            self.classes = load_scheme(name)
         if self.label_format not in LABEL_FORMATS:
             raise ValueError(f"label_format must be one of {LABEL_FORMATS}")
         if not 0 <= int(self.ignore_index) <= 255:

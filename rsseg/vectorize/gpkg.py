@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import shapely
 
@@ -32,15 +34,15 @@ class Measurer:
     geodesic measures on the CRS's ellipsoid.
     """
 
-    def __init__(self, transform, crs_wkt: str):
+    def __init__(self, transform, crs_wkt: str | None):
         from pyproj import CRS
 
         self.matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
         self.offset = np.array([transform.c, transform.f])
-        crs = CRS.from_wkt(crs_wkt)
-        self.geod = crs.get_geod() if crs.is_geographic else None
+        crs = CRS.from_wkt(crs_wkt) if crs_wkt else None  # None: planar, in the grid's units
+        self.geod = crs.get_geod() if crs is not None and crs.is_geographic else None
         self.metres = 1.0
-        if self.geod is None and crs.axis_info:
+        if crs is not None and self.geod is None and crs.axis_info:
             self.metres = float(crs.axis_info[0].unit_conversion_factor or 1.0)
 
     def to_map(self, geoms: np.ndarray) -> np.ndarray:
@@ -62,7 +64,7 @@ class Measurer:
 class GpkgWriter:
     """Append polygons with their attributes to one GeoPackage layer, in batches."""
 
-    def __init__(self, path, layer: str, crs_wkt: str, scheme: ClassScheme,
+    def __init__(self, path, layer: str, crs_wkt: str | None, scheme: ClassScheme,
                  measurer: Measurer, multi: bool, with_confidence: bool):
         self.path = str(path)
         self.layer = layer
@@ -116,9 +118,14 @@ class GpkgWriter:
         # GeoPackage 1.3 rather than the 1.4 of recent GDAL: older GDAL/QGIS read it
         # without warnings and nothing of 1.4 is needed.
         options = {} if self._created else {"dataset_options": {"VERSION": "1.3"}}
-        pyogrio.raw.write(self.path, shapely.to_wkb(geoms), data, fields, layer=self.layer,
-                          driver="GPKG", geometry_type=self.geometry_type, crs=self.crs_wkt,
-                          append=self._created, encoding="UTF-8", **options)
+        with warnings.catch_warnings():
+            # Without a CRS (pixel coordinates) pyogrio warns on every batch; the
+            # command has said so once already.
+            warnings.filterwarnings("ignore", "'crs' was not provided")
+            pyogrio.raw.write(self.path, shapely.to_wkb(geoms), data, fields, layer=self.layer,
+                              driver="GPKG", geometry_type=self.geometry_type,
+                              crs=self.crs_wkt, append=self._created, encoding="UTF-8",
+                              **options)
         self._created = True
         self.count += len(geoms)
         for cid, n in zip(*np.unique(class_ids, return_counts=True)):
