@@ -15,8 +15,8 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.option("--model", "model_name", default="bafnet", show_default=True,
               help="Network name (see `rsseg models`).")
 @click.option("--weights", default=None,
-              help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
-                   "Default: the weights bundled for --model.")
+              help="A bundled tag (rsseg models), a checkpoint file, or 'random' for untrained "
+                   "weights seeded by --seed. Default: the model's default bundled tag.")
 @click.option("--bands", callback=parse_bands, default=None,
               help="1-based bands to read from every tile, repeats allowed. Default: all.")
 @window_options
@@ -69,7 +69,11 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
         raise click.BadParameter("needs --vector", param_hint="--simplify/--min-area")
     if tile is not None and overlap is not None and overlap >= tile:
         raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
+    from rsseg.weights.bundled import looks_like_tag, resolve_weights
+
     check_model_name(model_name)
+    if weights is not None and looks_like_tag(weights) and weights != "random":
+        weights = resolve_weights(model_name, weights)  # the tag's file: workers load a path
     options = BatchOptions(model=model_name, weights=weights, seed=seed,
                            bands=tuple(bands) if bands else None, tile=tile, overlap=overlap,
                            blend=blend, batch_size=batch_size, device=device, vector=vector,
