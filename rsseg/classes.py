@@ -132,17 +132,6 @@ class ClassScheme:
                                         for c in d.get("ignore_colours") or ()),
                    name=str(d.get("scheme", "")))
 
-    def to_file_dict(self) -> dict:
-        """The scheme-file form (see the module docstring)."""
-        classes = []
-        for i, (name, colour) in enumerate(zip(self.names, self.colours)):
-            entry = {"name": name, "colour": colour_hex(colour)}
-            if self.values is not None:
-                entry["value"] = self.values[i]
-            classes.append(entry)
-        return {"classes": classes,
-                "ignore": [*self.ignore_values, *(colour_hex(c) for c in self.ignore_colours)]}
-
 
 def _no_duplicates(what: str, items: list) -> None:
     seen = set()
@@ -229,9 +218,11 @@ def load_scheme(name_or_path: str | os.PathLike | None = None) -> ClassScheme:
         path, name = builtin, text.lower()
     elif Path(text).is_file():
         path, name = Path(text), Path(text).stem
+    elif is_name and _tag_scheme(text) is not None:
+        return _tag_scheme(text)
     elif is_name:
         raise InputError(f"unknown class scheme {text!r}: neither a file nor a built-in "
-                         f"scheme ({', '.join(builtin_schemes())})")
+                         f"scheme ({', '.join(builtin_schemes())}) nor a bundled weights tag")
     else:
         raise InputError("class-scheme file not found", text)
     try:
@@ -247,8 +238,16 @@ def load_scheme(name_or_path: str | os.PathLike | None = None) -> ClassScheme:
         raise InputError(f"bad class scheme: {exc}", path) from None
 
 
-def save_scheme(scheme: ClassScheme, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(scheme.to_file_dict(), indent=1) + "\n", encoding="utf-8")
+def _tag_scheme(tag: str) -> ClassScheme | None:
+    """The classes of a bundled weights tag (``--classes dubai-aerial`` = what that model predicts)."""
+    from rsseg.weights.bundled import all_bundled, describe_checkpoint
+
+    for weights in all_bundled():
+        if weights.tag == tag:
+            scheme = describe_checkpoint(weights.path)["scheme"]
+            return ClassScheme(scheme.names, scheme.colours, scheme.values, scheme.ignore_values,
+                               scheme.ignore_colours, name=tag)
+    return None
 
 
 ISPRS = ClassScheme(ISPRS_NAMES, ISPRS_COLOURS, name="isprs")

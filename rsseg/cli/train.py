@@ -133,23 +133,17 @@ def train(ctx, data, images, labels, val_data, val_pattern, val_images, val_labe
         overrides = _resume_overrides(ctx)
         result = resume_run(resume_dir, progress=mode, overrides=overrides)
     else:
-        from rsseg.classes import load_scheme
-        from rsseg.score.labels import resolve_label_format
-        from rsseg.training.inputs import resolve_pairs
+        from rsseg.training.inputs import training_inputs
 
         _require(ctx, **{"images (or --data)": images or data,
                          "val-images (or --val-data, --val-pattern)":
                              val_images or val_data or val_pattern, "out": out_dir})
-        label_format, classes = resolve_label_format(label_format, classes)
-        scheme = load_scheme(classes)
-        images, labels, val_images, val_labels = resolve_pairs(
-            data, images, labels, val_data, val_images, val_labels, val_pattern)
+        inputs = training_inputs(data, images, labels, val_data, val_images, val_labels,
+                                 val_pattern, classes, label_format)
         config = TrainConfig(
-            images=images, labels=labels, val_images=val_images, val_labels=val_labels,
-            out_dir=out_dir, model=model, classes=scheme.to_dict(),
-            ignore_unknown=ignore_unknown,
+            **inputs, out_dir=out_dir, model=model, ignore_unknown=ignore_unknown,
             model_config=_parse_model_config(model_config), dsm=list(dsm),
-            val_dsm=list(val_dsm), label_format=label_format, crop=crop,
+            val_dsm=list(val_dsm), crop=crop,
             batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
             weight_decay=weight_decay, grad_clip=grad_clip, dice_weight=dice_weight, seed=seed,
             workers=workers, device=device, amp=amp, channels_last=channels_last,

@@ -142,3 +142,23 @@ def _listed(images: Sequence[str], labels: Sequence[str], what: str) -> Pairs:
         raise InputError(f"{len(images)} {what} images but {len(labels)} label files; give "
                          "one label per image, in the same order (or a dataset folder)")
     return list(zip(images, labels))
+
+
+def training_inputs(data: str | None, images: Sequence[str], labels: Sequence[str],
+                    val_data: str | None, val_images: Sequence[str], val_labels: Sequence[str],
+                    val_pattern: str | None, classes: str | None,
+                    label_format: str) -> dict:
+    """The :class:`rsseg.training.TrainConfig` fields that say what to train on.
+
+    Resolves the pairs (folders, lists, globs, held-out pattern), the class
+    scheme (file or name, stored whole in the config) and ``isprs-rgb``.
+    """
+    from rsseg.classes import load_scheme
+    from rsseg.score.labels import resolve_label_format
+
+    label_format, classes = resolve_label_format(label_format, classes)
+    scheme = load_scheme(classes)
+    images, labels, val_images, val_labels = resolve_pairs(
+        data, images, labels, val_data, val_images, val_labels, val_pattern)
+    return {"images": images, "labels": labels, "val_images": val_images,
+            "val_labels": val_labels, "classes": scheme.to_dict(), "label_format": label_format}
