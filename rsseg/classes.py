@@ -70,6 +70,13 @@ class ClassScheme:
                              "class raster with nodata 255")
         if self.values is not None and len(self.values) != len(self.names):
             raise ValueError("one value per class is required")
+
+    def check_labels_decodable(self) -> None:
+        """Names, colours and values unique, none both a class and ignored (ValueError).
+
+        Scheme files must pass; a raster's or an old checkpoint's classes need not
+        (two classes may share a display colour when no label is decoded by colour).
+        """
         _no_duplicates("class name", [n.lower() for n in self.names])
         _no_duplicates("class colour", [colour_hex(c) for c in self.colours])
         _no_duplicates("class value", list(self.label_values))
@@ -193,8 +200,10 @@ def scheme_from_json(data, name: str = "") -> ClassScheme:
         else:
             ignore_colours.append(parse_colour(item))
     explicit = values != list(range(len(values)))
-    return ClassScheme(tuple(names), tuple(colours), tuple(values) if explicit else None,
-                       tuple(ignore_values), tuple(ignore_colours), name)
+    scheme = ClassScheme(tuple(names), tuple(colours), tuple(values) if explicit else None,
+                         tuple(ignore_values), tuple(ignore_colours), name)
+    scheme.check_labels_decodable()
+    return scheme
 
 
 def builtin_schemes() -> list[str]:
