@@ -27,6 +27,10 @@ from rasterio.windows import Window as RioWindow
 
 from rsseg.errors import InputError
 
+# JPEG/PNG photos and masks have no geotransform, and rasterio says so on every open (per
+# file, per reading thread); rsseg says it once itself where it matters (NoCRSWarning).
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
 
 class NoCRSWarning(UserWarning):
     """The input has no CRS: outputs keep its pixel grid only."""
