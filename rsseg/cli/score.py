@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options
+from rsseg.cli.options import common_options, label_options
 
 EPILOG = """\b
 Examples:
@@ -23,13 +23,7 @@ Examples:
               help="Pair each PRED with the label of the same name in this directory.")
 @click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
               help="CSV file with prediction,label columns (instead of PRED arguments).")
-@click.option("--classes", default=None, metavar="FILE|NAME",
-              help="Class scheme of the labels (JSON file or built-in name: isprs, "
-                   "dubai-aerial, loveda) [default: the prediction's classes, else isprs].")
-@click.option("--label-format", type=click.Choice(["index", "rgb", "isprs-rgb"]),
-              default="index", show_default=True,
-              help="Class values, or class colours (RGB or palette); isprs-rgb = --classes "
-                   "isprs --label-format rgb.")
+@label_options("the prediction's classes, else isprs")
 @click.option("--eroded", is_flag=True,
               help="Labels are eroded-boundary files (ISPRS *_noBoundary): black RGB pixels "
                    "or --ignore-index pixels are boundaries and are ignored.")

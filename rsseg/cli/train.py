@@ -6,7 +6,7 @@ import json
 
 import click
 
-from rsseg.cli.options import common_options, seed_option
+from rsseg.cli.options import common_options, label_options, seed_option
 
 # Settings that --resume may change without making the result differ from an
 # uninterrupted run (epochs stretches the schedule, documented).
@@ -66,13 +66,7 @@ def _files(name: str, help_text: str):
 @click.option("--model", default="bafnet", show_default=True, help="Network (rsseg models).")
 @click.option("--model-config", default=None, metavar="JSON",
               help='Network options as JSON, e.g. \'{"width": 0.5}\'.')
-@click.option("--classes", default=None, metavar="FILE|NAME",
-              help="Class scheme: a JSON file or a built-in name (isprs, dubai-aerial, "
-                   "loveda) [default: isprs].")
-@click.option("--label-format", type=click.Choice(["index", "rgb", "isprs-rgb"]),
-              default="index", show_default=True,
-              help="Labels as class values (255 = nodata) or class colours; isprs-rgb = "
-                   "--classes isprs --label-format rgb.")
+@label_options("isprs")
 @click.option("--ignore-unknown", is_flag=True,
               help="Label values/colours that are no class and not ignored are ignored "
                    "instead of an error.")

@@ -19,7 +19,7 @@ ERODE_SHAPES = ("disc", "square")
 MAX_LISTED = 5  # unknown values named in a report
 
 
-LABEL_FORMATS = ("index", "rgb", "isprs-rgb")  # isprs-rgb: rgb with the isprs scheme
+LABEL_FORMATS = ("index", "rgb")  # the options also accept isprs-rgb: resolve_label_format
 MAX_TRACKED = 4096  # distinct unknown values/colours counted exactly before lumping the rest
 TOP_LISTED = 3  # unknown values named in an error
 
@@ -119,8 +119,8 @@ class LabelDecoder:
 
     def __init__(self, scheme: ClassScheme, label_format: str, ignore_index: int = NODATA,
                  boundary_black: bool = False):
-        if label_format not in ("index", "rgb"):
-            raise ValueError(f"label_format must be index or rgb, not {label_format!r}")
+        if label_format not in LABEL_FORMATS:
+            raise ValueError(f"label_format must be one of {LABEL_FORMATS}, not {label_format!r}")
         self.scheme = scheme
         self.rgb = label_format == "rgb"
         self.ignore_index = ignore_index

@@ -14,7 +14,6 @@ Windows are groups of whole blocks of the prediction, about
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,12 +23,10 @@ import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.score.labels import (LabelDecoder, UnknownValues, boundary_mask, label_band_problem,
-                                read_label, to_uint8)
+from rsseg.score.labels import (LABEL_FORMATS, LabelDecoder, UnknownValues, boundary_mask,
+                                label_band_problem, read_label, to_uint8)
 
-LABEL_FORMATS = ("index", "rgb")
 DEFAULT_WINDOW_PIXELS = 1 << 22  # ~4 Mpx: a few MB per array, few Python round trips
-CLASS_TAG_KEYS = ("class_names", "classes", "rsseg_classes", "class_scheme")
 
 
 @dataclass

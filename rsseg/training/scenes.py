@@ -15,9 +15,8 @@ import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.score.labels import LabelDecoder, UnknownValues, label_band_problem, read_label
-
-LABEL_FORMATS = ("index", "rgb")
+from rsseg.score.labels import (LABEL_FORMATS, LabelDecoder, UnknownValues, label_band_problem,
+                                read_label)
 
 
 @dataclass(frozen=True)
