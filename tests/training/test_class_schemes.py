@@ -219,6 +219,20 @@ def test_dataset_folder_pairs_by_tile_and_stem(tmp_path):
     assert all("tileB" in p for p in val_labels)
 
 
+def test_quoted_globs_are_expanded_sorted(tmp_path):
+    root = write_dataset(tmp_path / "data")
+    images, labels, val_images, _ = resolve_pairs(
+        images=[str(root / "tileA" / "images" / "*.png")],
+        labels=[str(root / "tileA" / "masks" / "*.png")],
+        val_images=[str(root / "tileB" / "images" / "part_4.png")],
+        val_labels=[str(root / "tileB" / "masks" / "part_4.png")])
+    assert [Path(p).name for p in images] == ["part_1.png", "part_2.png", "part_3.png"]
+    assert [Path(p).parent.name for p in labels] == ["masks"] * 3 and len(val_images) == 1
+    with pytest.raises(InputError, match="pattern matches no file"):
+        resolve_pairs(images=[str(root / "*.tif")], labels=[], val_images=["x"],
+                      val_labels=["y"])
+
+
 def test_dataset_folder_problems(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no training images found"):
@@ -313,3 +327,7 @@ def test_score_with_the_scheme_on_png_labels(trained, capsys):
     result = json.loads(report.read_text())
     assert [c["name"] for c in result["classes"]] == ["roof", "lawn", "pool"]
     assert result["oa"] > 0.9
+    # A scheme that names other classes than the prediction carries is refused.
+    code, _, err = _cli(["score", d / "pred.tif", root / "tileB" / "masks" / "part_4.png",
+                         "--classes", "isprs", "--label-format", "rgb", "--no-progress"], capsys)
+    assert code == 1 and "differ from --classes isprs" in err and "pred.tif" in err
