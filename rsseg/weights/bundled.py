@@ -53,6 +53,7 @@ class BundledWeights:
 
     @property
     def gsd_m(self) -> float | None:
+        """From the card (the checkpoint also records it when its training scenes had one)."""
         value = self.card.get("gsd_m")
         return None if value is None else float(value)
 
@@ -160,7 +161,8 @@ def describe_checkpoint(path: Path) -> dict:
     ckpt = load_checkpoint(path)
     bands = list(ckpt.bands.names) if ckpt.bands else [f"B{i + 1}" for i in range(ckpt.in_channels)]
     return {"classes": list(ckpt.classes.names), "bands": bands,
-            "in_channels": ckpt.in_channels, "note": ckpt.note, "scheme": ckpt.classes}
+            "in_channels": ckpt.in_channels, "note": ckpt.note, "scheme": ckpt.classes,
+            "gsd_m": ckpt.training.get("gsd_m")}
 
 
 def tags_fitting(in_channels: int) -> list[str]:
@@ -174,4 +176,4 @@ def weights_record(w: BundledWeights, default: bool) -> dict:
     info = describe_checkpoint(w.path)
     return {"tag": w.tag, "default": default, "file": w.path.name,
             "classes": info["classes"], "bands": info["bands"], "trained_on": w.trained_on,
-            "gsd_m": w.gsd_m, "metrics": w.metrics}
+            "gsd_m": w.gsd_m if w.gsd_m is not None else info["gsd_m"], "metrics": w.metrics}
