@@ -331,3 +331,28 @@ def test_score_with_the_scheme_on_png_labels(trained, capsys):
     code, _, err = _cli(["score", d / "pred.tif", root / "tileB" / "masks" / "part_4.png",
                          "--classes", "isprs", "--label-format", "rgb", "--no-progress"], capsys)
     assert code == 1 and "differ from --classes isprs" in err and "pred.tif" in err
+
+
+def test_score_index_labels_with_scheme_values(tmp_path):
+    """LoveDA-style labels (values 1-7, 0 = no data) scored against class ids 0-6."""
+    from rsseg.score.rasters import score_rasters
+
+    scheme = load_scheme("loveda")
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 7, (40, 50)).astype(np.uint8)
+    label = ids + 1
+    label[:5] = 0  # no data: ignored
+    pred = ids.copy()
+    pred[10, :10] = (pred[10, :10] + 1) % 7  # 10 wrong pixels
+    profile = dict(driver="GTiff", width=50, height=40, count=1, dtype="uint8")
+    with rasterio.open(tmp_path / "pred.tif", "w", nodata=255, **profile) as ds:
+        ds.write(pred, 1)
+        ds.update_tags(CLASS_NAMES=",".join(scheme.names))
+    with rasterio.open(tmp_path / "label.tif", "w", **profile) as ds:
+        ds.write(label, 1)
+    report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif", classes="loveda")
+    scored = 35 * 50
+    assert report["counts"]["scored"] == scored
+    assert report["oa"] == pytest.approx((scored - 10) / scored)
+    with pytest.raises(InputError, match="most frequent: 7"):  # without the scheme: 7 is unknown
+        score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
