@@ -58,7 +58,7 @@ def start_cluster(workers: int = 2, threads: int = 1, scheduler: str | None = No
 
     quiet_task_failures()  # workers running in this process (e.g. processes=False clusters)
     if scheduler:
-        address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+        address = scheduler_address(scheduler)
         identity = probe_scheduler(address, connect_timeout)
         try:
             client = Client(address, timeout=connect_timeout)
@@ -71,9 +71,8 @@ def start_cluster(workers: int = 2, threads: int = 1, scheduler: str | None = No
         except BaseException:
             client.close()
             raise
-        port = (identity.get("services") or {}).get("dashboard")
-        return ClusterInfo(client, None, client.dashboard_link if port else None, len(nthreads),
-                           max(nthreads or [threads]))
+        dashboard = serving_dashboard(client, identity, min(connect_timeout, 3.0))
+        return ClusterInfo(client, None, dashboard, len(nthreads), max(nthreads or [threads]))
     has_dashboard = importlib.util.find_spec("bokeh") is not None
     with dask.config.set({UNSET_MALLOC_TRIM: None}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
@@ -87,6 +86,11 @@ def start_cluster(workers: int = 2, threads: int = 1, scheduler: str | None = No
         raise
     return ClusterInfo(client, cluster, client.dashboard_link if has_dashboard else None,
                        workers, threads)
+
+
+def scheduler_address(scheduler: str) -> str:
+    """``host:port`` -> ``tcp://host:port`` (Dask's default protocol); full addresses as given."""
+    return scheduler if "://" in scheduler else f"tcp://{scheduler}"
 
 
 def probe_scheduler(address: str, timeout: float) -> dict:
@@ -155,6 +159,26 @@ def _socket_reason(address: str, timeout: float) -> str | None:
     except (OSError, ValueError) as exc:
         return " ".join(str(exc).split()) or type(exc).__name__
     return None
+
+
+def serving_dashboard(client, identity: dict, timeout: float) -> str | None:
+    """The dashboard link of an existing cluster, or None when it serves no dashboard.
+
+    A scheduler reports its HTTP service as "dashboard" even when it only serves
+    health and metrics pages (bokeh missing, dashboard turned off): the link is
+    given only when its status page answers.
+    """
+    import urllib.error
+    import urllib.request
+
+    if not (identity.get("services") or {}).get("dashboard"):
+        return None
+    link = client.dashboard_link
+    try:
+        with urllib.request.urlopen(link, timeout=timeout) as response:
+            return link if response.status == 200 else None
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
 
 
 def _has_cuda() -> bool:

@@ -110,6 +110,10 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     mosaics = group_mosaics(tiles)
     extras.check_mosaics(mosaics, out / INTERNAL_DIR)
     resolved, settings = _settings(tiles, options, extras)
+    if options.scheduler:  # a wrong address fails here, within the timeout, leaving nothing
+        from rsseg.batch.cluster import probe_scheduler, scheduler_address
+
+        probe_scheduler(scheduler_address(options.scheduler), options.connect_timeout)
     _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
     if options.probs:
         (out / CONFIDENCE_DIR).mkdir(exist_ok=True)

@@ -263,7 +263,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("kind", ["silent", "wrong-service", "refused"])
 def test_a_wrong_scheduler_fails_fast_on_one_line(small_city, tmp_path, capsys, kind):
     """A silent peer, another service, a closed port: one line naming the address well
-    within --connect-timeout's default of 10 s; no tile is recorded, a rerun is not refused."""
+    within --connect-timeout's default of 10 s, before the output directory is made."""
     replies = {"silent": None, "wrong-service": b"HTTP/1.0 400 Bad Request\r\n\r\n"}
     context = (listener(replies[kind]) if kind in replies
                else contextlib.nullcontext(f"tcp://127.0.0.1:{free_port()}"))
@@ -279,7 +279,7 @@ def test_a_wrong_scheduler_fails_fast_on_one_line(small_city, tmp_path, capsys, 
     assert seconds < 10 + 5, seconds  # the default timeout, plus planning on a loaded machine
     assert {"silent": "did not answer within 10 s", "wrong-service": "not as a Dask scheduler",
             "refused": "connection refused"}[kind] in err[0]
-    assert not load_manifest(out)["tiles"]
+    assert not out.exists()  # checked before anything is written
 
 
 def test_connect_timeout_sets_the_wait(small_city, tmp_path, capsys):
@@ -347,3 +347,20 @@ def test_failed_tiles_print_one_line_each_and_a_rerun_is_not_refused(tmp_path):
         assert "Traceback" not in done.stderr and "Compute Failed" not in done.stderr
         assert any(line.startswith(f"rsseg: failed: {bad}: cannot read pixels") for line in lines)
         assert "already holds a batch" not in done.stderr
+
+
+def test_dashboard_link_only_when_a_dashboard_answers():
+    """A scheduler names its HTTP service "dashboard" even when it serves no dashboard."""
+    from distributed import Client, LocalCluster
+
+    from rsseg.batch.cluster import probe_scheduler, serving_dashboard
+
+    for address, served in ((":0", True), (None, False)):
+        with LocalCluster(n_workers=0, processes=False, dashboard_address=address,
+                          protocol="tcp://", host="127.0.0.1") as cluster, \
+                Client(cluster.scheduler_address) as client:
+            identity = probe_scheduler(cluster.scheduler_address, 5)
+            link = serving_dashboard(client, identity, 5)
+            assert (link is not None) == served, (address, link)
+            if served:
+                assert link.startswith("http://127.0.0.1:") and link.endswith("/status")
