@@ -103,18 +103,26 @@ def probe_scheduler(address: str, timeout: float) -> dict:
     no Dask scheduler apart.
     """
     import asyncio
+    import time
 
     from rsseg.errors import RssegError
 
+    start = time.monotonic()
+    # A plain TCP connection first: it tells a refused port or an unknown host at once
+    # (Dask retries those until its timeout, then calls every cause a time-out).
+    reason = _socket_reason(address, timeout)
+    if reason:
+        raise RssegError(f"cannot reach the Dask scheduler at {address} ({reason})")
+    left = max(timeout - (time.monotonic() - start), 0.1)
     try:
-        reply = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
+        reply = asyncio.run(asyncio.wait_for(_identity(address, left), left))
     except (asyncio.TimeoutError, TimeoutError):
         raise RssegError(f"the Dask scheduler at {address} did not answer within "
                          f"{timeout:g} s (a stuck scheduler, or another service on that port?); "
                          "see --connect-timeout") from None
     except OSError as exc:
-        reason = _socket_reason(address, timeout) or " ".join(str(exc).split())
-        raise RssegError(f"cannot reach the Dask scheduler at {address} ({reason})") from None
+        raise RssegError(f"cannot reach the Dask scheduler at {address} "
+                         f"({' '.join(str(exc).split())})") from None
     except Exception as exc:  # noqa: BLE001 - whatever a foreign protocol makes Dask raise
         raise RssegError(f"{address} answered, but not as a Dask scheduler does "
                          f"({type(exc).__name__}); check the address and port") from None
@@ -138,10 +146,8 @@ async def _identity(address: str, timeout: float):
 
 
 def _socket_reason(address: str, timeout: float) -> str | None:
-    """For tcp:// addresses: why a plain TCP connection fails (refused, unknown host), if it does.
-
-    Dask reports a refused port as a time-out; this names the real cause.
-    """
+    """For tcp:// addresses: why a plain TCP connection fails (refused, unknown host, no
+    answer within ``timeout``), or None when it opens (or the address is not tcp://)."""
     import socket
 
     from distributed.comm import parse_address, parse_host_port
@@ -151,11 +157,13 @@ def _socket_reason(address: str, timeout: float) -> str | None:
         return None
     try:
         host, port = parse_host_port(location)
-        socket.create_connection((host, port), timeout=min(timeout, 5)).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except socket.gaierror:
         return f"unknown host {location.rsplit(':', 1)[0]!r}"
     except ConnectionRefusedError:
         return "connection refused: no scheduler listens there"
+    except TimeoutError:  # socket.timeout: a firewall that drops packets, a host that is down
+        return f"no answer to the connection within {timeout:g} s; see --connect-timeout"
     except (OSError, ValueError) as exc:
         return " ".join(str(exc).split()) or type(exc).__name__
     return None

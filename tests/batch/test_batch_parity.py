@@ -277,6 +277,8 @@ def test_a_wrong_scheduler_fails_fast_on_one_line(small_city, tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and address in err[0], err
     assert seconds < 10 + 5, seconds  # the default timeout, plus planning on a loaded machine
+    if kind == "refused":
+        assert seconds < 5, seconds  # told at once, not after the timeout
     assert {"silent": "did not answer within 10 s", "wrong-service": "not as a Dask scheduler",
             "refused": "connection refused"}[kind] in err[0]
     assert not out.exists()  # checked before anything is written
