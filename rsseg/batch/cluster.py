@@ -115,7 +115,7 @@ def probe_scheduler(address: str, timeout: float) -> dict:
         raise RssegError(f"cannot reach the Dask scheduler at {address} ({reason})")
     left = max(timeout - (time.monotonic() - start), 0.1)
     try:
-        reply = asyncio.run(asyncio.wait_for(_identity(address, left), left))
+        reply = _run_async(lambda: asyncio.wait_for(_identity(address, left), left))
     except (asyncio.TimeoutError, TimeoutError):
         raise RssegError(f"the Dask scheduler at {address} did not answer within "
                          f"{timeout:g} s (a stuck scheduler, or another service on that port?); "
@@ -132,6 +132,21 @@ def probe_scheduler(address: str, timeout: float) -> dict:
         raise RssegError(f"{address} is {what}, not a scheduler; give the scheduler's "
                          "address (e.g. tcp://host:8786)")
     return reply
+
+
+def _run_async(make_coroutine):
+    """Run a coroutine to completion, also from code already inside an event loop (a
+    notebook calling :func:`rsseg.batch.driver.run_batch`): then on a thread of its own."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 async def _identity(address: str, timeout: float):
