@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rsseg.cli.options import (common_options, parse_band_files, parse_bands, seed_option,
-                               window_options)
+                               stac_option, window_options)
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -47,7 +47,7 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.option("--simplify", type=click.FloatRange(min=0), default=None,
               help="With --vector: coverage simplification tolerance in map units.")
 @click.option("--min-area", type=click.FloatRange(min=0), default=None,
-              help="With --vector: merge polygons smaller than this (map units squared).")
+              help="With --vector: merge polygons smaller than this (m²).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Worker processes of the local Dask cluster (ignored with --scheduler).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -61,11 +61,12 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.option("--resume", is_flag=True,
               help="Skip the tiles manifest.json records as done from the same inputs and "
                    "settings; redo failed and changed ones.")
+@stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, probs, tile,
           overlap, blend, batch_size, device, vector, simplify, min_area, workers, threads,
-          scheduler, connect_timeout, resume, seed, overwrite, progress, progress_json):
+          scheduler, connect_timeout, resume, stac, seed, overwrite, progress, progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
     INPUTS is a glob ("city/*.tif"; unquoted, the shell's list of files works
@@ -110,6 +111,10 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
                            connect_timeout=connect_timeout, resume=resume,
                            overwrite=overwrite, progress=progress_mode(progress, progress_json))
     summary = run_batch(list(inputs), out_dir, options)
+    if stac:  # an Item per finished tile and mosaic.stac.json, a Collection over them
+        from rsseg.io.stac import write_batch_stac
+
+        write_batch_stac(out_dir, model_name, weights)
     for line in summary.lines():
         click.echo(f"rsseg: {line}", err=True)
     return 1 if summary.failed else 0
