@@ -21,11 +21,15 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
 from rsseg.errors import InputError
+
+# JPEG/PNG photos and masks have no geotransform, and rasterio says so on every open (per
+# file, per reading thread); rsseg says it once itself where it matters (NoCRSWarning).
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 class NoCRSWarning(UserWarning):
@@ -55,7 +59,10 @@ def open_complete(path: str | os.PathLike):
         ds.close()
         raise InputError(problem, path)
     for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        # JPEG/PNG photos and masks have no geotransform: rasterio says so on every open.
+        # Commands that care say it once themselves (predict, vectorize: NoCRSWarning).
+        if not issubclass(w.category, NotGeoreferencedWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return ds
 
 
@@ -93,7 +100,8 @@ def open_raster(path: str | os.PathLike, role: str = "input"):
     if not str(path).startswith("/vsi"):
         p = Path(path)
         if not p.exists():
-            raise InputError(f"{role} file not found", path)
+            noun = role if role.endswith("file") else f"{role} file"  # not "band file file"
+            raise InputError(f"{noun} not found", path)
         if p.is_dir():
             raise InputError(f"{role} is a directory, not a raster", path)
     try:
