@@ -78,7 +78,8 @@ class StreamingBlender:
         self.buffers = [(arrays.empty((num_classes, height, self.tw)),
                          arrays.empty((height, self.tw), "bool")) for _ in range(2)]
         self.scratch = arrays.scratch((num_classes, self.th, self.tw))
-        self._weights: dict = {}
+        self._weights: dict = {}  # column pattern -> 2-D weights, for one row pattern
+        self._weights_row = None
         self.vcarry_h = 0  # rows of the incoming carry (0 for the first group)
         self.group = 0
         self.col = -1
@@ -103,8 +104,13 @@ class StreamingBlender:
         return self.cols[j + 1] if j + 1 < len(self.cols) else self.grid.width
 
     def _window_weights(self, row: int, col: int):
-        """The 2-D weights of window ``(row, col)``, built once per distinct 1-D pair."""
-        key = (self.weights.rows[row].tobytes(), self.weights.cols[col].tobytes())
+        """The 2-D weights of window ``(row, col)``, built once per distinct column pattern
+        (first, inner, last) while the row pattern stays the same: a handful of
+        tile-sized arrays at a time, whatever the scene."""
+        row_key = self.weights.rows[row].tobytes()
+        if row_key != self._weights_row:
+            self._weights, self._weights_row = {}, row_key
+        key = self.weights.cols[col].tobytes()
         w = self._weights.get(key)
         if w is None:
             w = self._weights[key] = self.arrays.asarray(self.weights.window(row, col))
