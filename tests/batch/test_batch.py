@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from rsseg.io.vrt import input_mosaic_vrt
 from rsseg.cli import run as rsseg_run
 from rsseg.predict.engine import predict_scene
 from rsseg.synth.scene import write_synthetic_scene
+
+from conftest import start_rsseg
 
 T = 96  # tile side (pixels); windows of 64 with overlap 16 cross every tile border
 PX = 0.09
@@ -173,7 +174,8 @@ def test_workers_load_the_model_once_and_share_the_work(mosaic_run):
     loads_by_pid: dict[int, int] = {}
     for entry in done:
         loads_by_pid[entry["pid"]] = max(loads_by_pid.get(entry["pid"], 0), entry["model_loads"])
-    assert len(loads_by_pid) <= 2 and os.getpid() not in loads_by_pid
+    # both workers took tiles (4 tiles, 2 single-thread workers), none ran in this process
+    assert len(loads_by_pid) == 2 and os.getpid() not in loads_by_pid
     assert set(loads_by_pid.values()) == {1}  # each worker built the network once
     assert all(t["threads"] == 1 for t in done)
     # the cluster and its dashboard link are announced when the job starts
@@ -274,10 +276,8 @@ def test_sigkill_then_resume_finishes_without_recomputing(mosaic_run, tmp_path):
     city = tmp_path / "city"
     tiles = write_mosaic_tiles(city)
     out = tmp_path / "out"
-    args = [sys.executable, "-c", "from rsseg.cli import main; main()", "batch", str(city / "*.tif"), "-o", str(out),
-            "--workers", "2", "--no-progress", *MODEL]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_rsseg(["batch", city / "*.tif", "-o", out, "--workers", 2, "--no-progress",
+                        *MODEL], stdout=subprocess.DEVNULL)
     done_at_kill, children = wait_for_first_recorded_tile(proc, out)
     if done_at_kill:
         proc.send_signal(signal.SIGKILL)
@@ -375,27 +375,32 @@ def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
         np.testing.assert_array_equal(read(out / tile.name), read(mosaic_run["out"] / tile.name))
 
 
-def test_sigint_stops_cleanly(mosaic_run, tmp_path):
-    """Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-run: exit 130, one
-    line on stderr, workers gone, no temporary file left, finished tiles recorded."""
+# Ctrl-C reaches the whole process group (as a terminal sends it); SIGTERM only the batch
+# process (as `kill PID` or a job scheduler sends it): both stop the job cleanly.
+STOPS = {"sigint": (signal.SIGINT, True, 130, "rsseg: interrupted"),
+         "sigterm": (signal.SIGTERM, False, 143, "rsseg: terminated")}
+
+
+@pytest.mark.parametrize("how", sorted(STOPS))
+def test_signal_stops_cleanly(how, mosaic_run, tmp_path):
+    """Ctrl-C or SIGTERM mid-run: its exit status, one line on stderr ending the output,
+    workers gone, no temporary file left, finished tiles recorded."""
     import psutil
 
+    sig, whole_group, status, last_line = STOPS[how]
     city = tmp_path / "city"
     tiles = write_mosaic_tiles(city)
     out = tmp_path / "out"
-    args = [sys.executable, "-c", "from rsseg.cli import main; main()", "batch",
-            str(city / "*.tif"), "-o", str(out), "--workers", "2", "--no-progress", *MODEL]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = start_rsseg(["batch", city / "*.tif", "-o", out, "--workers", 2, "--no-progress",
+                        *MODEL], stdout=subprocess.DEVNULL, new_session=True)
     recorded, children = wait_for_first_recorded_tile(proc, out)
     if recorded:
-        os.killpg(proc.pid, signal.SIGINT)
+        (os.killpg if whole_group else os.kill)(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert recorded and len(recorded) < len(tiles), "no tile was running at the interrupt"
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     lines = err.strip().splitlines()
-    assert lines[-1] == "rsseg: interrupted" and "Traceback" not in err, err
+    assert lines[-1] == last_line and "Traceback" not in err, err
     psutil.wait_procs(children, timeout=30)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert partial_files(out) == []
@@ -456,16 +461,20 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
         _check_existing(tiles, out, BatchOptions())
 
 
-def test_local_workers_start_without_dask_malloc_trim_threshold():
+def test_local_workers_start_without_dask_malloc_trim_threshold(monkeypatch):
     """Dask's MALLOC_TRIM_THRESHOLD_ for worker processes doubled the network's time per
-    window (docs/benchmarks/batch.md); the override start_cluster applies removes it."""
-    import dask
+    window (docs/benchmarks/batch.md): the workers start_cluster starts must not have it."""
     from distributed.nanny import _get_env_variables
 
-    from rsseg.batch.cluster import UNSET_MALLOC_TRIM
+    from rsseg.batch.cluster import start_cluster, stop_cluster
 
-    key = "distributed.nanny.pre-spawn-environ"
-    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables(key)  # Dask's default
-    with dask.config.set({UNSET_MALLOC_TRIM: None}):
-        env = _get_env_variables(key)
-    assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    # Dask's default sets it: without start_cluster's override the workers would get it
+    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables("distributed.nanny.pre-spawn-environ")
+    info = start_cluster(workers=1, threads=1)
+    try:
+        seen = info.client.run(lambda: {k: os.environ.get(k) for k in
+                                        ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    finally:
+        stop_cluster(info)
+    assert list(seen.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
