@@ -52,15 +52,16 @@ def _ignore_sigint() -> None:
 
 
 def start_rsseg(argv, *, cwd=None, sigint: str = "default", new_session: bool = False,
-                env: dict | None = None, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE) -> subprocess.Popen:
+                env: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                command=RSSEG) -> subprocess.Popen:
     """Start ``rsseg ARGV`` with known signal dispositions (``sigint``: default|ignored).
 
     ``new_session``: its own process group, so a test can signal the group as a terminal
-    signals its foreground job.
+    signals its foreground job. ``command``: what runs ``rsseg`` (a script that registers
+    a test network first, say).
     """
     preexec = {"default": _default_signals, "ignored": _ignore_sigint}[sigint]
-    return subprocess.Popen(RSSEG + [str(a) for a in argv], cwd=cwd, env=env or rsseg_env(),
+    return subprocess.Popen(list(command) + [str(a) for a in argv], cwd=cwd, env=env or rsseg_env(),
                             text=True, stdout=stdout, stderr=stderr, preexec_fn=preexec,
                             start_new_session=new_session)
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,26 +27,22 @@ from rsseg.training.normalisation import scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
 from rsseg.training.scenes import SceneReader, inspect_scenes, pair_scenes
 
+from conftest import rsseg_env, start_rsseg
+from tiny_network import TINY, build_tiny
+
 # Band means per class (IR, R, G, DSM): separable, as in real scenes where
 # buildings are high and vegetation is bright in IR.
 CLASS_MEANS = np.array([[0.2, 0.5, 0.3, 1.0], [0.5, 0.1, 0.7, 8.0], [0.7, 0.3, 0.5, 0.5],
                         [0.9, 0.2, 0.6, 5.0], [0.3, 0.9, 0.9, 1.5], [0.5, 0.5, 0.1, 2.0]],
                        np.float32)
 NOISE = 0.05
-TINY = "_test_training_tiny"
-
+# `rsseg` with the tiny network registered, for runs in a child process
+TINY_RSSEG = [sys.executable, str(Path(__file__).with_name("tiny_network.py"))]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    @register_model(TINY, listed=False)
-    def _build(in_channels, num_classes, width=8):
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
-            torch.nn.ReLU(), torch.nn.Dropout2d(0.1),  # dropout: resume must restore RNG too
-            torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(width, num_classes, 1))
-
+    register_model(TINY, listed=False)(build_tiny)
     yield TINY
     unregister_model(TINY)
 
@@ -263,6 +263,83 @@ def test_resume_after_interruption_gives_the_same_weights(scenes, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
+# ----------------------------------------------------------------- interrupted in a real process
+
+def _cli_args(scenes, out, epochs: int = 3) -> list:
+    return ["train", "--images", scenes["train_a"][0], scenes["train_b"][0],
+            "--labels", scenes["train_a"][1], scenes["train_b"][1],
+            "--val-images", scenes["val"][0], "--val-labels", scenes["val"][1],
+            "--model", TINY, "-o", out, "--crop", "48", "--batch-size", "4",
+            "--epochs", str(epochs), "--steps-per-epoch", "40", "--lr", "0.01",
+            "--class-balance", "0.5", "--device", "cpu", "--seed", "3", "--progress-json"]
+
+
+def _train_child(argv) -> None:
+    done = subprocess.run(TINY_RSSEG + [str(a) for a in argv], capture_output=True, text=True,
+                          env=rsseg_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+def _stop_in_second_epoch(argv, how: str) -> subprocess.Popen:
+    """Run ``rsseg train``; once epoch 2 reports progress (epoch 1's checkpoints are
+    written), stop it ``how``: SIGTERM, SIGINT (Ctrl-C in a foreground run) or SIGKILL."""
+    proc = start_rsseg(argv, command=TINY_RSSEG)
+    try:
+        for line in proc.stdout:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("event") == "progress" and event.get("task", "").startswith("epoch 2/"):
+                break
+        else:
+            pytest.fail(f"the run ended before epoch 2: {proc.stderr.read()}")
+        proc.send_signal({"sigterm": signal.SIGTERM, "sigint": signal.SIGINT,
+                          "kill-9": signal.SIGKILL}[how])
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    expected = {"sigterm": (143, ["rsseg: terminated"]), "sigint": (130, ["rsseg: interrupted"]),
+                "kill-9": (-signal.SIGKILL, [])}[how]
+    # (click echoes a newline on Ctrl-C, to end the terminal's "^C" line)
+    assert (proc.returncode, [line for line in err.splitlines() if line.strip()]) == expected
+    return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_cli_run(scenes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "full"
+    _train_child(_cli_args(scenes, out))
+    return out
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigint", "kill-9"])
+def test_train_stopped_then_resumed_gives_bit_identical_weights(how, scenes,
+                                                               uninterrupted_cli_run, tmp_path):
+    """Stopped mid-epoch (any way), the run keeps epoch 1's complete checkpoints and
+    ``--resume`` ends with the same weights, to the bit, as a run never stopped."""
+    out = tmp_path / "cut"
+    _stop_in_second_epoch(_cli_args(scenes, out), how)
+    for name in ("best.pt", "last.pt"):  # whole, loadable, from epoch 1
+        assert load_checkpoint(out / name).training["epoch"] == 1
+    if how != "kill-9":  # a cleaned-up stop leaves no temporary file
+        assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv",
+                                                         "log.json"]
+    _train_child(["train", "--resume", out, "--progress-json"])
+    for name in ("last.pt", "best.pt"):
+        full, resumed = _weights(uninterrupted_cli_run / name), _weights(out / name)
+        assert full["training"]["epoch"] == resumed["training"]["epoch"]
+        assert full["state_dict"].keys() == resumed["state_dict"].keys()
+        for key, value in full["state_dict"].items():
+            assert torch.equal(value, resumed["state_dict"][key]), (name, key)
+    history = json.loads((out / "log.json").read_text())
+    reference = json.loads((uninterrupted_cli_run / "log.json").read_text())
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in reference]
+    assert len(history) == 3
 
 
 def test_isprs_rgb_labels_train(tmp_path):
