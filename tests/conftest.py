@@ -163,6 +163,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "") in ("1", "true", "TRUE", "True", "yes")
 
 
+def require_tool(name: str) -> str:
+    """The path of GDAL's command-line tool ``name``; its absence is a failure, never a
+    silent pass (Debian: apt install gdal-bin, or `make test-deps-qgis`)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: the tests compare with GDAL's own tools "
+                    "(Debian: apt install gdal-bin)")
+    return path
+
+
 _RELIABILITY_ROWS: dict[str, dict] = {}
 _RELIABILITY_PLACES: dict[str, str] = {}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,8 +98,24 @@ def test_logits_of_a_padded_input_are_the_crop_of_the_padded_run():
 
 
 def test_lwganet_trains_with_batch_one():
+    """Batches of one image (odd size): forward, backward and optimiser steps run, every
+    parameter gets a gradient, and the loss on that image goes down."""
+    torch.manual_seed(0)
     model = create_model("lwganet_l0", in_channels=4, num_classes=3).train()
-    assert model(torch.randn(1, 4, 130, 97)).shape == (1, 3, 130, 97)
+    x, y = torch.randn(1, 4, 130, 97), torch.randint(0, 3, (1, 130, 97))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        logits = model(x)
+        assert logits.shape == (1, 3, 130, 97)
+        loss = F.cross_entropy(logits, y)
+        optimiser.zero_grad()
+        loss.backward()
+        no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert no_grad == [], no_grad
+        optimiser.step()
+        losses.append(float(loss))
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
 
 
 def test_bafnet_trains_with_batch_one():
@@ -411,7 +429,8 @@ def test_truncated_or_other_variant_checkpoints_are_refused():
     with pytest.raises(ValueError, match=r"fills only .*stages\.2\.blocks\.4\.mlp\.fc2\.weight"):
         model.load_pretrained_encoder(sd)
     l1 = create_model("lwganet_l1", in_channels=3, num_classes=6)  # L0 weights do not fit L1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"fills only \d+ of the encoder's \d+ tensors .*"
+                                         r"official checkpoint of this network's variant"):
         l1.load_pretrained_encoder(official_lwganet())
 
 

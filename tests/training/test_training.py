@@ -342,14 +342,25 @@ def test_train_stopped_then_resumed_gives_bit_identical_weights(how, scenes,
     assert len(history) == 3
 
 
-def test_isprs_rgb_labels_train(tmp_path):
-    img, lab = write_scene(tmp_path, "rgb", 96, 5, rgb_labels=True)
-    cfg = TrainConfig(images=[img], labels=[lab], val_images=[img], val_labels=[lab],
-                      out_dir=str(tmp_path / "run"), model=TINY, label_format="isprs-rgb",
-                      crop=32, batch_size=2, epochs=1, steps_per_epoch=2, val_tile=64,
-                      min_class_pixels=1)
-    result = train(cfg, progress="off")
-    assert result.best_path.exists()
+def test_isprs_rgb_labels_train_as_their_class_ids(tmp_path):
+    """ISPRS colour labels decode to the class ids: training on them gives, to the bit, the
+    weights and validation scores of training on the same labels written as ids."""
+    results = {}
+    for label_format, rgb in (("isprs-rgb", True), ("index", False)):
+        d = tmp_path / label_format
+        d.mkdir()
+        img, lab = write_scene(d, "scene", 96, 5, rgb_labels=rgb)
+        cfg = TrainConfig(images=[img], labels=[lab], val_images=[img], val_labels=[lab],
+                          out_dir=str(d / "run"), model=TINY, label_format=label_format,
+                          crop=32, batch_size=2, epochs=1, steps_per_epoch=3, val_tile=64,
+                          min_class_pixels=1)
+        results[label_format] = train(cfg, progress="off")
+    rgb, ids = results["isprs-rgb"], results["index"]
+    assert rgb.history[0]["val_iou"] == ids.history[0]["val_iou"]
+    assert rgb.history[0]["train_loss"] == ids.history[0]["train_loss"]
+    for key, value in ids.model.state_dict().items():
+        assert torch.equal(rgb.model.state_dict()[key], value), key
+    assert load_checkpoint(rgb.best_path).training["label_format"] == "isprs-rgb"
 
 
 # ----------------------------------------------------------------- bad input
