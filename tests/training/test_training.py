@@ -489,3 +489,85 @@ def test_backbone_only_classifier_is_refused_for_training():
         build_model("lwganet_l0_cls", in_channels=4, num_classes=6)
     with pytest.raises(ModelError, match="unknown model"):
         build_model("no_such_net", in_channels=4, num_classes=6)
+
+
+# ----------------------------------------------------------------- options, each for its effect
+
+def _split_dsm(image: str, d) -> tuple[str, str]:
+    """The 4-band scene as a 3-band image plus its DSM band in a file of its own."""
+    with rasterio.open(image) as src:
+        data, profile = src.read(), src.profile
+    stem = Path(image).stem
+    paths = d / f"{stem}_rgb.tif", d / f"{stem}_dsm.tif"
+    for path, bands in zip(paths, (data[:3], data[3:])):
+        with rasterio.open(path, "w", **dict(profile, count=len(bands))) as dst:
+            dst.write(bands)
+    return str(paths[0]), str(paths[1])
+
+
+def _cli_train(scenes, out, *options, images=None, val_images=None) -> dict:
+    """``rsseg train`` in this process; returns last.pt (weights, config, normalisation)."""
+    images = images or [scenes["train_a"][0], scenes["train_b"][0]]
+    args = ["train", "--images", *images, "--labels", scenes["train_a"][1], scenes["train_b"][1],
+            "--val-images", *(val_images or [scenes["val"][0]]), "--val-labels", scenes["val"][1],
+            "--model", TINY, "-o", str(out), "--crop", "32", "--batch-size", "2",
+            "--epochs", "1", "--steps-per-epoch", "4", "--device", "cpu", "--no-progress",
+            *options]
+    assert run_cli(args) == 0
+    return torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dsm_files_and_loader_workers_train_as_the_stacked_scene(scenes, tmp_path):
+    """--dsm/--val-dsm append each file's band after its image's bands: training on RGB +
+    DSM files gives, to the bit, the run on the 4-band scenes; --workers 1 (windows read in
+    a worker process) changes nothing either."""
+    stacked = _cli_train(scenes, tmp_path / "stacked")
+    split = {name: _split_dsm(scenes[name][0], tmp_path) for name in ("train_a", "train_b", "val")}
+    separate = _cli_train(
+        scenes, tmp_path / "separate", "--dsm", split["train_a"][1], split["train_b"][1],
+        "--val-dsm", split["val"][1], "--workers", "1",
+        images=[split["train_a"][0], split["train_b"][0]], val_images=[split["val"][0]])
+    # the same means and deviations; the appended band is named for what it is
+    assert separate["bands"] == dict(stacked["bands"], names=["B1", "B2", "B3", "DSM"])
+    assert _same_weights(separate["state_dict"], stacked["state_dict"])
+    assert separate["resume"]["history"][0]["train_loss"] == \
+        stacked["resume"]["history"][0]["train_loss"]
+    assert separate["resume"]["config"]["workers"] == 1
+
+
+def test_model_config_and_exclude_from_mean(scenes, tmp_path):
+    last = _cli_train(scenes, tmp_path / "run", "--model-config", '{"width": 4}',
+                      "--exclude-from-mean", "clutter", "--exclude-from-mean", "car")
+    assert last["model"]["config"]["width"] == 4
+    assert last["state_dict"]["0.weight"].shape == (4, 4, 3, 3)  # the network built with it
+    entry = last["resume"]["history"][0]
+    kept = [v for name, v in entry["val_iou"].items()
+            if name not in ("clutter", "car") and v is not None]
+    assert entry["val_miou"] == pytest.approx(np.mean(kept))
+    assert last["training"]["exclude_from_mean"] == ["clutter", "car"]
+
+
+def test_channels_last_and_amp_on_cpu(scenes, tmp_path):
+    """--channels-last on changes the memory layout, not the result; --amp on (bfloat16 on
+    CPU) changes the arithmetic: other weights, still a sound run."""
+    plain = _cli_train(scenes, tmp_path / "plain", "--channels-last", "off", "--amp", "off")
+    nhwc = _cli_train(scenes, tmp_path / "nhwc", "--channels-last", "on", "--amp", "off")
+    amp = _cli_train(scenes, tmp_path / "amp", "--channels-last", "off", "--amp", "on")
+    # (Adam divides by the gradient's magnitude, so rounding-level differences of another
+    # convolution kernel reach the weights at the scale of one step: compare at that scale)
+    for key, value in plain["state_dict"].items():
+        torch.testing.assert_close(nhwc["state_dict"][key], value, rtol=0, atol=1e-3)
+    for metric in ("train_loss", "val_oa"):
+        assert nhwc["resume"]["history"][0][metric] == pytest.approx(
+            plain["resume"]["history"][0][metric], rel=1e-4)
+    assert not _same_weights(amp["state_dict"], plain["state_dict"])
+    loss = plain["resume"]["history"][0]["train_loss"]
+    assert amp["resume"]["history"][0]["train_loss"] == pytest.approx(loss, rel=0.1)
+    assert all(torch.isfinite(v).all() for v in amp["state_dict"].values()
+               if v.is_floating_point())
+    assert (nhwc["resume"]["config"]["channels_last"], amp["resume"]["config"]["amp"]) == \
+        ("on", "on")
