@@ -195,7 +195,7 @@ def test_unknown_colour_fails_with_count_and_colour(tmp_path, capsys):
     assert len(err_text.strip().splitlines()) == 1
 
 
-def test_eroded_rgb_files_black_is_ignored(tmp_path):
+def test_eroded_rgb_files_black_is_ignored(tmp_path, capsys):
     label, pred = random_pair((30, 30), seed=9)
     label[label == 255] = 1
     rgb = to_rgb(label)
@@ -211,9 +211,15 @@ def test_eroded_rgb_files_black_is_ignored(tmp_path):
     expected[10:12, :] = 255
     np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(expected, pred, 6))
     assert "eroded-boundary label files" in report["convention_description"]
+    code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label_noBoundary.tif",
+                        "--label-format", "isprs-rgb", "--eroded", "--no-progress", "--json",
+                        tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["confusion_matrix"] == \
+        reference_confusion(expected, pred, 6).tolist()
 
 
-def test_unknown_index_values_fail_unless_ignored(tmp_path):
+def test_unknown_index_values_fail_unless_ignored(tmp_path, capsys):
     label, pred = random_pair((20, 20), seed=10)
     label[0, :7] = 9
     write(tmp_path / "pred.tif", pred)
@@ -222,6 +228,16 @@ def test_unknown_index_values_fail_unless_ignored(tmp_path):
         score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
     report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif", ignore_unknown=True)
     assert report["counts"]["unknown_label"]["first_values"] == [{"value": 9, "pixels": 7}]
+    argv = ["score", tmp_path / "pred.tif", tmp_path / "label.tif", "--no-progress", "--json",
+            tmp_path / "r.json"]
+    code, _, err = cli(argv, capsys)
+    assert code == 1 and "7 pixels, e.g. 9" in err and not (tmp_path / "r.json").exists()
+    code, _, err = cli(argv + ["--ignore-unknown"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["confusion_matrix"] == reference_confusion(np.where(label == 9, 255, label),
+                                                            pred, 6).tolist()
+    assert saved["counts"]["unknown_label"]["first_values"] == [{"value": 9, "pixels": 7}]
 
 
 def test_ignore_index_other_than_255_is_skipped_and_counted(tmp_path, capsys):
@@ -272,7 +288,7 @@ def test_square_erosion_of_a_rectangle_is_a_ring_of_width_2r():
 
 
 @pytest.mark.parametrize("shape", ["disc", "square"])
-def test_erode_radius_ignores_exactly_the_pixels_near_a_boundary(tmp_path, shape):
+def test_erode_radius_ignores_exactly_the_pixels_near_a_boundary(tmp_path, shape, capsys):
     labels = np.zeros((48, 52), np.uint8)
     labels[9:30, 14:40] = 1           # a rectangle ...
     yy, xx = np.mgrid[:48, :52]
@@ -290,6 +306,13 @@ def test_erode_radius_ignores_exactly_the_pixels_near_a_boundary(tmp_path, shape
     kept = np.where(expected_edge, 255, labels)
     np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(kept, pred, 6))
     assert f"within {r} px ({shape})" in report["convention_description"]
+    code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif", "--erode-radius",
+                        r, "--erode-shape", shape, "--no-progress", "--json", tmp_path / "r.json"],
+                       capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["counts"]["eroded_boundary"] == expected_edge.sum()
+    assert saved["confusion_matrix"] == reference_confusion(kept, pred, 6).tolist()
 
 
 def _boundary_ignoring(labels, radius, shape):
