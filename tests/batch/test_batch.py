@@ -478,3 +478,34 @@ def test_local_workers_start_without_dask_malloc_trim_threshold(monkeypatch):
     finally:
         stop_cluster(info)
     assert list(seen.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+
+
+def test_bands_blend_simplify_min_area_and_overwrite(mosaic_run, tmp_path):
+    """--bands, --blend, --simplify and --min-area reach every tile: the class mosaic equals
+    `rsseg predict` of the whole mosaic with the same options, the merged polygons equal
+    `rsseg vectorize` of it with the same options; --overwrite then replaces the outputs."""
+    import pyogrio
+
+    city = tmp_path / "city"
+    write_mosaic_tiles(city)
+    whole = assemble(sorted(city.glob("*.tif")), tmp_path / "whole.tif")
+    options = ["--bands", "3,2,1", "--blend", "linear"]
+    vector = ["--simplify", "0.2", "--min-area", "0.05"]
+    reference, polygons = tmp_path / "reference.tif", tmp_path / "reference.gpkg"
+    assert rsseg("predict", whole, "-o", reference, "--no-progress", *MODEL, *options) == 0
+    assert rsseg("vectorize", reference, "-o", polygons, "--no-progress", *vector) == 0
+    out = tmp_path / "out"
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--vector", "--no-progress",
+                 *MODEL, *options, *vector) == 0
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(reference))
+    assert not np.array_equal(read(reference), read(mosaic_run["reference"]))  # options mattered
+    merged = pyogrio.read_dataframe(out / "mosaic.gpkg", layer="classes")
+    expected = pyogrio.read_dataframe(polygons, layer="classes")
+    assert len(merged) == len(expected)
+    assert merged.geometry.area.sum() == pytest.approx(expected.geometry.area.sum(), rel=1e-9)
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--no-progress",
+                 *MODEL) == 1  # outputs exist
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--no-progress",
+                 "--overwrite", *MODEL) == 0
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))
+    assert partial_files(out) == []
