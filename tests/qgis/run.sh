@@ -37,6 +37,9 @@ skip_all() {
     skip_all "$QGIS_PYTHON has no pytest"
 
 export QT_QPA_PLATFORM=offscreen
+# The tests check rsseg's default output (one-line errors, no GDAL chatter), whatever the
+# developer's shell exports (tests/conftest.py does the same for the main suite).
+unset RSSEG_DEBUG CPL_LOG CPL_DEBUG
 # Settings, profiles and caches of the test QGIS go here, not to the user's home.
 RSSEG_QGIS_TEST_HOME=$(mktemp -d "${TMPDIR:-/tmp}/rsseg-qgis-home.XXXXXX") || exit 1
 export RSSEG_QGIS_TEST_HOME

@@ -11,8 +11,9 @@ from qgis.core import (QgsProcessingException, QgsProcessingFeedback,
 
 import processing
 from osgeo import gdal, osr
-from qgis_helpers import (ISPRS_COLOURS, ISPRS_NAMES, assert_class_style, EPSG, MODEL, ORIGIN, OVERLAP, PIXEL, TILE, class_pattern, grid,
-                          make_scene, predict_params, read_band, run_cli, write_classes_like)
+from qgis_helpers import (EPSG, ISPRS_COLOURS, ISPRS_NAMES, MODEL, ORIGIN, OVERLAP, PIXEL, TILE,
+                          assert_class_style, class_pattern, grid, make_scene, predict_params,
+                          read_band, run_cli, write_classes_like)
 
 
 class RecordingFeedback(QgsProcessingFeedback):

@@ -131,7 +131,8 @@ def test_label_nodata_is_ignored_not_unknown(tmp_path):
     report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
     expected = label.copy()
     expected[:4] = 255
-    np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(expected, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"],
+                                  reference_confusion(expected, pred, 6))
     assert report["counts"]["label_nodata"] == 4 * 40
     assert report["counts"]["unknown_label"]["pixels"] == 0
 
@@ -209,7 +210,8 @@ def test_eroded_rgb_files_black_is_ignored(tmp_path, capsys):
                            label_format="isprs-rgb", eroded=True)
     expected = label.copy()
     expected[10:12, :] = 255
-    np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(expected, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"],
+                                  reference_confusion(expected, pred, 6))
     assert "eroded-boundary label files" in report["convention_description"]
     code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label_noBoundary.tif",
                         "--label-format", "isprs-rgb", "--eroded", "--no-progress", "--json",
@@ -359,7 +361,8 @@ def test_grid_mismatch_fails_naming_both_files(tmp_path, capsys):
     aligned = score_rasters(tmp_path / "pred.tif", tmp_path / "label_small.tif", align=True)
     cropped = np.full_like(label, 255)
     cropped[:30, :31] = label[:30, :31]
-    np.testing.assert_array_equal(aligned["confusion_matrix"], reference_confusion(cropped, pred, 6))
+    np.testing.assert_array_equal(aligned["confusion_matrix"],
+                                  reference_confusion(cropped, pred, 6))
     code, _, err_text = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif",
                              "--no-progress"], capsys)
     assert code == 1 and len(err_text.strip().splitlines()) == 1 and "--align" in err_text
