@@ -66,6 +66,19 @@ def start_rsseg(argv, *, cwd=None, sigint: str = "default", new_session: bool = 
                             start_new_session=new_session)
 
 
+def read_until_progress(proc: subprocess.Popen, task: str = "") -> bool:
+    """Read a ``--progress-json`` child's stdout up to its first progress event of a task
+    whose name starts with ``task``; False if the child ended first."""
+    import json
+
+    for line in proc.stdout:
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "progress" and event.get("task", "").startswith(task):
+                return True
+    return False
+
+
 @pytest.fixture(autouse=True)
 def _isolated_process_state():
     """Undo what an in-process ``rsseg.cli.main`` (or any test) changes process-wide.

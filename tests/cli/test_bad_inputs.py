@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import PLACES_PROPERTY, RELIABILITY_PROPERTY, RSSEG, in_ci, rsseg_env, start_rsseg
+from conftest import (PLACES_PROPERTY, RELIABILITY_PROPERTY, RSSEG, in_ci, read_until_progress,
+                      rsseg_env, start_rsseg)
 from reliability_inputs import (FAST_NET, PREDICT_FAST, full_disk, make_class_rasters,
                                 make_inputs, read_only_dir)
 
@@ -467,16 +468,6 @@ def test_matrix(case, files, places, tmp_path, capfd, monkeypatch, record_proper
 
 # ---- through a real process: signals, --debug ------------------------------------------------
 
-def _first_progress(proc, task: str = "") -> bool:
-    """Read ``proc``'s JSON lines until the first progress event of a task named ``task...``."""
-    for line in proc.stdout:
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == "progress" and event.get("task", "").startswith(task):
-                return True
-    return False
-
-
 def _train_long(d, f):
     """Long enough epochs that a signal lands mid-run, after the first progress line."""
     return ("train", "--images", f["big"], "--labels", f["big_labels"], "--val-images",
@@ -526,7 +517,7 @@ def test_signal_mid_run(command, how, files, big_scene, tmp_path, record_propert
     proc = start_rsseg(SIGNAL_RUNS[command](out, {**files, **big_scene}), cwd=tmp_path)
     try:
         # train: in an epoch, past the scan of the scenes (the run directory exists then)
-        assert _first_progress(proc, "epoch" if command == "train" else ""), proc.stderr.read()
+        assert read_until_progress(proc, "epoch" if command == "train" else ""), proc.stderr.read()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -548,7 +539,7 @@ def test_sigint_ignored_at_start_stays_ignored(files, big_scene, tmp_path):
     out.mkdir()
     argv = ("synth", "-o", out / "s.tif", "--size", "600x600", "--progress-json")
     proc = start_rsseg(argv, cwd=tmp_path, sigint="ignored")
-    assert _first_progress(proc), proc.stderr.read()
+    assert read_until_progress(proc), proc.stderr.read()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and err == "", err
@@ -557,7 +548,7 @@ def test_sigint_ignored_at_start_stays_ignored(files, big_scene, tmp_path):
     stopped = tmp_path / "stopped"
     stopped.mkdir()
     proc = start_rsseg(SIGNAL_RUNS["synth"](stopped, big_scene), cwd=tmp_path, sigint="ignored")
-    assert _first_progress(proc), proc.stderr.read()
+    assert read_until_progress(proc), proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and err.splitlines() == ["rsseg: terminated"], err

@@ -9,7 +9,6 @@ still there, must give files byte-identical to those of an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RSSEG, rsseg_env, start_rsseg, write_geotiff
+from conftest import RSSEG, read_until_progress, rsseg_env, start_rsseg, write_geotiff
 
 NET = "baff_skipnet"
 
@@ -32,10 +31,7 @@ def _kill_after_first_progress(argv, cwd) -> None:
     """Start ``rsseg``, SIGKILL it as soon as it reports progress, wait for it to die."""
     proc = start_rsseg(argv, cwd=cwd, stderr=subprocess.DEVNULL)
     try:
-        for line in proc.stdout:
-            if line.startswith("{") and json.loads(line).get("event") == "progress":
-                break
-        else:
+        if not read_until_progress(proc):
             pytest.fail("the command ended without reporting progress")
         assert proc.poll() is None, "the run finished before it could be killed; use a bigger input"
         proc.send_signal(signal.SIGKILL)

@@ -27,7 +27,7 @@ from rsseg.training.normalisation import scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
 from rsseg.training.scenes import SceneReader, inspect_scenes, pair_scenes
 
-from conftest import rsseg_env, start_rsseg
+from conftest import read_until_progress, rsseg_env, start_rsseg
 from tiny_network import TINY, build_tiny
 
 # Band means per class (IR, R, G, DSM): separable, as in real scenes where
@@ -287,11 +287,7 @@ def _stop_in_second_epoch(argv, how: str) -> subprocess.Popen:
     written), stop it ``how``: SIGTERM, SIGINT (Ctrl-C in a foreground run) or SIGKILL."""
     proc = start_rsseg(argv, command=TINY_RSSEG)
     try:
-        for line in proc.stdout:
-            event = json.loads(line) if line.startswith("{") else {}
-            if event.get("event") == "progress" and event.get("task", "").startswith("epoch 2/"):
-                break
-        else:
+        if not read_until_progress(proc, "epoch 2/"):
             pytest.fail(f"the run ended before epoch 2: {proc.stderr.read()}")
         proc.send_signal({"sigterm": signal.SIGTERM, "sigint": signal.SIGINT,
                           "kill-9": signal.SIGKILL}[how])
