@@ -188,6 +188,13 @@ def require_tool(name: str) -> str:
     return path
 
 
+def record_reliability(record_property, case_id: str, **result) -> None:
+    """One row's outcome (error, clear, partial[, line]) for the summary line below."""
+    import json
+
+    record_property(RELIABILITY_PROPERTY, json.dumps({"id": case_id, **result}))
+
+
 _RELIABILITY_ROWS: dict[str, dict] = {}
 _RELIABILITY_PLACES: dict[str, str] = {}
 

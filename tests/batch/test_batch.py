@@ -27,7 +27,7 @@ from rsseg.cli import run as rsseg_run
 from rsseg.predict.engine import predict_scene
 from rsseg.synth.scene import write_synthetic_scene
 
-from conftest import start_rsseg
+from conftest import record_reliability, start_rsseg
 
 T = 96  # tile side (pixels); windows of 64 with overlap 16 cross every tile border
 PX = 0.09
@@ -382,7 +382,7 @@ STOPS = {"sigint": (signal.SIGINT, True, 130, "rsseg: interrupted"),
 
 
 @pytest.mark.parametrize("how", sorted(STOPS))
-def test_signal_stops_cleanly(how, mosaic_run, tmp_path):
+def test_signal_stops_cleanly(how, mosaic_run, tmp_path, record_property):
     """Ctrl-C or SIGTERM mid-run: its exit status, one line on stderr ending the output,
     workers gone, no temporary file left, finished tiles recorded."""
     import psutil
@@ -398,8 +398,11 @@ def test_signal_stops_cleanly(how, mosaic_run, tmp_path):
         (os.killpg if whole_group else os.kill)(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert recorded and len(recorded) < len(tiles), "no tile was running at the interrupt"
-    assert proc.returncode == status, err
     lines = err.strip().splitlines()
+    record_reliability(record_property, f"batch/{how}-mid-run", error=True,
+                       clear=proc.returncode == status and lines[-1:] == [last_line],
+                       partial=bool(partial_files(out)), line=" | ".join(lines))
+    assert proc.returncode == status, err
     assert lines[-1] == last_line and "Traceback" not in err, err
     psutil.wait_procs(children, timeout=30)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import (PLACES_PROPERTY, RELIABILITY_PROPERTY, RSSEG, in_ci, read_until_progress,
+from conftest import (PLACES_PROPERTY, RSSEG, in_ci, read_until_progress, record_reliability,
                       rsseg_env, start_rsseg)
 from reliability_inputs import (FAST_NET, PREDICT_FAST, full_disk, make_class_rasters,
                                 make_inputs, read_only_dir)
@@ -446,16 +446,16 @@ def test_matrix(case, files, places, tmp_path, capfd, monkeypatch, record_proper
     record_property(PLACES_PROPERTY, json.dumps(places.described()))
     rc, err, outputs, before, fmt = _run_case(case, files, places, tmp_path, capfd, monkeypatch)
     if case.ok is not None:
-        _record(record_property, case.id, error=False, clear=False, partial=False)
+        record_reliability(record_property, case.id, error=False, clear=False, partial=False)
         assert rc == 0, err
         assert "Traceback" not in err
         assert all(o.exists() for o in outputs)
         assert not any(".part" in n for d in before for n in _listing(d)), "temporary files left"
         case.ok(files, outputs, err)
-        _record(record_property, case.id, error=False, clear=True, partial=False)
+        record_reliability(record_property, case.id, error=False, clear=True, partial=False)
         return
     clear, partial = _check_error(case, rc, err, outputs, before, fmt)
-    _record(record_property, case.id, error=True, clear=clear, partial=partial,
+    record_reliability(record_property, case.id, error=True, clear=clear, partial=partial,
             line=" | ".join(error_lines(err)))
     assert rc not in (0, None), "an error row exited 0"
     lines = error_lines(err)
@@ -526,7 +526,7 @@ def test_signal_mid_run(command, how, files, big_scene, tmp_path, record_propert
     lines = [text for text in err.splitlines() if text.strip()]
     clear = proc.returncode == status and lines == [line]
     left = _leftovers(out)
-    _record(record_property, f"{command}/{how}-mid-run", error=True, clear=clear,
+    record_reliability(record_property, f"{command}/{how}-mid-run", error=True, clear=clear,
             partial=bool(left), line=" | ".join(lines))
     assert proc.returncode == status and lines == [line], err
     assert not left, left
@@ -567,8 +567,3 @@ def test_traceback_only_with_debug(files, switch):
     assert quiet.returncode == loud.returncode == 1
     assert quiet.stderr.count("\n") == 1 and "Traceback" not in quiet.stderr
     assert "Traceback" in loud.stderr and loud.stderr.splitlines()[-1] == quiet.stderr.strip()
-
-
-def _record(record_property, case_id: str, **result) -> None:
-    """One row's outcome, for the summary line conftest.py prints (works under xdist too)."""
-    record_property(RELIABILITY_PROPERTY, json.dumps({"id": case_id, **result}))
