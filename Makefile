@@ -5,7 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-qgis test-deps-qgis mutation qgis-plugin bench clean
+.PHONY: venv demo test test-qgis test-deps-qgis mutation docs-check check-wheel qgis-plugin bench \
+        clean
 
 # What the QGIS plugin tests need (Debian/Ubuntu): QGIS, PyQGIS, GDAL tools, pytest for
 # the system Python. The same list as .ci/run installs.
@@ -40,6 +41,14 @@ test-deps-qgis:
 # copy and show the relevant tests fail for each (docs/testing.md).
 mutation: $(STAMP)
 	sh scripts/mutation_smoke.sh
+
+# Every fenced shell command of README.md and docs/, run on generated data (scripts/docs_check.py).
+docs-check: $(STAMP)
+	$(PY) scripts/docs_check.py
+
+# The wheel installed (not editable) in a fresh venv, every subcommand run from outside.
+check-wheel:
+	bash scripts/check_wheel.sh
 
 qgis-plugin:
 	$(PYTHON) scripts/build_qgis_plugin.py
