@@ -233,7 +233,7 @@ def test_unknown_index_values_fail_unless_ignored(tmp_path, capsys):
     argv = ["score", tmp_path / "pred.tif", tmp_path / "label.tif", "--no-progress", "--json",
             tmp_path / "r.json"]
     code, _, err = cli(argv, capsys)
-    assert code == 1 and "7 pixels, e.g. 9" in err and not (tmp_path / "r.json").exists()
+    assert code == 1 and "7 pixels, most frequent: 9 (7 px)" in err and not (tmp_path / "r.json").exists()
     code, _, err = cli(argv + ["--ignore-unknown"], capsys)
     assert code == 0, err
     saved = json.loads((tmp_path / "r.json").read_text())
