@@ -357,7 +357,7 @@ def test_isprs_rgb_labels_train_as_their_class_ids(tmp_path):
     assert rgb.history[0]["train_loss"] == ids.history[0]["train_loss"]
     for key, value in ids.model.state_dict().items():
         assert torch.equal(rgb.model.state_dict()[key], value), key
-    assert load_checkpoint(rgb.best_path).training["label_format"] == "isprs-rgb"
+    assert load_checkpoint(rgb.best_path).training["label_format"] == "rgb"
 
 
 # ----------------------------------------------------------------- bad input
