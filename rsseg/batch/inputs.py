@@ -179,29 +179,37 @@ def open_tiles(paths: list[str]) -> list[Tile]:
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    tiles = []
-    for path in paths:
-        tile = Tile(path)
-        if not os.path.isfile(path):
-            tile.error = f"{path}: input file not found"
-            tiles.append(tile)
-            continue
-        try:
-            with rasterio.open(path) as ds:
-                tile.width, tile.height = ds.width, ds.height
-                tile.crs, tile.transform = ds.crs, ds.transform
-                tile.count, tile.dtypes = ds.count, tuple(ds.dtypes)
-                tile.nodata = ds.nodata
-                tile.descriptions = tuple(ds.descriptions)
-        except (RasterioIOError, OSError) as exc:
-            reason = " ".join(str(exc).replace(path, "").split()).strip(": ")[:160]
-            tile.error = f"{path}: not a raster GDAL can read ({reason})"
-        tiles.append(tile)
-    return tiles
+    # Listing the folder at every open (GDAL's default, to find side files) costs
+    # O(files in the folder) per tile: quadratic for 100,000 tiles in one folder.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+        return [_open_tile(path, rasterio, RasterioIOError) for path in paths]
+
+
+def _open_tile(path: str, rasterio, RasterioIOError) -> Tile:
+    tile = Tile(path)
+    if not os.path.isfile(path):
+        tile.error = f"{path}: input file not found"
+        return tile
+    try:
+        with rasterio.open(path) as ds:
+            tile.width, tile.height = ds.width, ds.height
+            tile.crs, tile.transform = ds.crs, ds.transform
+            tile.count, tile.dtypes = ds.count, tuple(ds.dtypes)
+            tile.nodata = ds.nodata
+            tile.descriptions = tuple(ds.descriptions)
+    except (RasterioIOError, OSError) as exc:
+        reason = " ".join(str(exc).replace(path, "").split()).strip(": ")[:160]
+        tile.error = f"{path}: not a raster GDAL can read ({reason})"
+    return tile
 
 
 def group_mosaics(tiles: list[Tile]) -> list[Mosaic]:
-    """Group readable tiles into mosaics (connected tiles on one pixel grid)."""
+    """Group readable tiles into mosaics (connected tiles on one pixel grid).
+
+    Tiles are first sorted onto their pixel grids (one comparison per tile with
+    each grid's first tile), then the touching pairs of each grid come from an
+    R-tree of the tiles' pixel boxes: n log n in the tile count, never all pairs.
+    """
     ok = [t for t in tiles if t.ok]
     parent = list(range(len(ok)))
 
@@ -211,15 +219,57 @@ def group_mosaics(tiles: list[Tile]) -> list[Mosaic]:
             i = parent[i]
         return i
 
-    for i in range(len(ok)):
-        for j in range(i + 1, len(ok)):
-            if same_grid(ok[i], ok[j]) and touching(ok[i], ok[j]):
-                parent[find(i)] = find(j)
+    for members in _grids(ok):
+        first, second = _touching_pairs([ok[i] for i in members])
+        for a, b in zip(first.tolist(), second.tolist()):
+            ra, rb = find(members[a]), find(members[b])
+            if ra != rb:
+                parent[ra] = rb
     groups: dict[int, list[Tile]] = {}
     for i, tile in enumerate(ok):
         groups.setdefault(find(i), []).append(tile)
-    mosaics = [_place(k, members) for k, members in enumerate(groups.values())]
-    return mosaics
+    return [_place(k, members) for k, members in enumerate(groups.values())]
+
+
+def _grids(tiles: list[Tile]) -> list[list[int]]:
+    """Indices of ``tiles`` by pixel grid and band layout (tiles one VRT can read together)."""
+    grids: dict[tuple, list[tuple[Tile, list[int]]]] = {}
+    for i, tile in enumerate(tiles):
+        candidates = grids.setdefault((tile.count, tile.dtypes, _nodata_key(tile.nodata)), [])
+        for reference, members in candidates:
+            if aligned(reference, tile):
+                members.append(i)
+                break
+        else:
+            candidates.append((tile, [i]))
+    return [members for candidates in grids.values() for _, members in candidates]
+
+
+def _nodata_key(nodata):
+    return "nan" if nodata is not None and nodata != nodata else nodata
+
+
+def pixel_boxes(tiles: list[Tile], grow: float = 0.0):
+    """Shapely boxes of the tiles in pixel units of the first tile's grid, grown by ``grow``."""
+    import numpy as np
+    import shapely
+
+    ref = tiles[0].transform
+    cols = np.array([round((t.transform.c - ref.c) / ref.a) for t in tiles], dtype=float)
+    rows = np.array([round((t.transform.f - ref.f) / ref.e) for t in tiles], dtype=float)
+    widths = np.array([t.width for t in tiles], dtype=float)
+    heights = np.array([t.height for t in tiles], dtype=float)
+    return shapely.box(cols - grow, rows - grow, cols + widths + grow, rows + heights + grow)
+
+
+def _touching_pairs(tiles: list[Tile]):
+    """Index pairs ``(i, j)``, ``i < j``, of tiles (on one grid) that overlap or share an edge."""
+    import shapely
+
+    boxes = pixel_boxes(tiles)
+    first, second = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    keep = first < second
+    return first[keep], second[keep]
 
 
 def aligned(a: Tile, b: Tile) -> bool:
@@ -231,20 +281,6 @@ def aligned(a: Tile, b: Tile) -> bool:
         return False
     dx, dy = (tb.c - ta.c) / ta.a, (tb.f - ta.f) / ta.e
     return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
-
-
-def same_grid(a: Tile, b: Tile) -> bool:
-    """Aligned, with the same bands (count, types, nodata): one VRT can read both."""
-    return (a.count == b.count and a.dtypes == b.dtypes and a.nodata == b.nodata
-            and aligned(a, b))
-
-
-def touching(a: Tile, b: Tile) -> bool:
-    """Do the two tiles (on one grid) overlap or share an edge?"""
-    ta = a.transform
-    dx = round((b.transform.c - ta.c) / ta.a)
-    dy = round((b.transform.f - ta.f) / ta.e)
-    return dx <= a.width and dx + b.width >= 0 and dy <= a.height and dy + b.height >= 0
 
 
 def layout(members: list[Tile]):
@@ -270,12 +306,23 @@ def _place(index: int, members: list[Tile]) -> Mosaic:
     return Mosaic(index, list(members), width, height, transform)
 
 
-def context_tiles(tile: Tile, mosaic: Mosaic, margin: int) -> list[Tile]:
-    """The tiles of ``mosaic`` within ``margin`` pixels of ``tile`` (itself included).
+def context_tiles(mosaic: Mosaic, margin: int) -> list[list[Tile]]:
+    """For each tile of ``mosaic``, the tiles within ``margin`` pixels of it (itself included).
 
-    A prediction of ``tile`` reads no pixel farther than one window from it, so
-    these are the files whose content it depends on (used in the manifest).
+    A prediction of a tile reads no pixel farther than one window from it, so
+    these are the files whose content it depends on (recorded in the job
+    database). One R-tree query for the whole mosaic.
     """
-    return [t for t in mosaic.tiles
-            if t.col < tile.col + tile.width + margin and t.col + t.width > tile.col - margin
-            and t.row < tile.row + tile.height + margin and t.row + t.height > tile.row - margin]
+    import numpy as np
+    import shapely
+
+    tiles = mosaic.tiles
+    boxes = pixel_boxes(tiles)
+    # Pixel boxes have integer corners: sharing pixels within the margin (open
+    # intervals) is intersecting the margin box shrunk by half a pixel.
+    reach = pixel_boxes(tiles, grow=margin - 0.5)
+    query, found = shapely.STRtree(boxes).query(reach, predicate="intersects")
+    order = np.lexsort((found, query))
+    query, found = query[order], found[order]
+    bounds = np.searchsorted(query, np.arange(len(tiles) + 1))
+    return [[tiles[j] for j in found[bounds[i]:bounds[i + 1]].tolist()] for i in range(len(tiles))]

@@ -11,7 +11,7 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.argument("inputs", metavar="INPUTS")
 @click.option("-o", "--output", "out_dir", required=True,
               help="Output directory (created if missing): one class raster per tile, "
-                   "mosaic.vrt, manifest.json.")
+                   "mosaic.vrt, batch.sqlite (the job's state: see `rsseg batch-status`).")
 @click.option("--model", "model_name", default="bafnet", show_default=True,
               help="Network name (see `rsseg models`).")
 @click.option("--weights", default=None,
@@ -38,26 +38,30 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on an existing Dask cluster, e.g. tcp://host:8786, instead of a local one.")
 @click.option("--resume", is_flag=True,
-              help="Skip the tiles manifest.json records as done from the same inputs and "
+              help="Skip the tiles batch.sqlite records as done from the same inputs and "
                    "settings; redo failed and changed ones.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (mosaics, tiles to do / done / failed, windows) and exit "
+                   "without starting a cluster or writing anything.")
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, batch_size, device,
-          vector, simplify, min_area, workers, threads, scheduler, resume, seed, overwrite,
-          progress, progress_json):
+          vector, simplify, min_area, workers, threads, scheduler, resume, dry_run, seed,
+          overwrite, progress, progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
     INPUTS is a glob (quote it), a list file (.txt, one path per line), a VRT
     mosaic or a tile index (.gpkg/.shp with a 'location' field). Tiles that
     touch on one pixel grid are predicted with context from their neighbours,
     so the class rasters show no seam at file borders. Exit status 1 when any
-    tile failed (see the summary and manifest.json).
+    tile failed (see the summary, or `rsseg batch-status OUT` at any time).
 
     \b
     Examples:
       rsseg batch "city/*.tif" -o out/ --model bafnet --weights w.pt --vector --workers 4
       rsseg batch city.vrt -o out/ --weights w.pt --scheduler tcp://scheduler-host:8786
       rsseg batch tiles.txt -o out/ --weights w.pt --resume
+      rsseg batch tiles.txt -o out/ --weights w.pt --resume --dry-run
     """
     from rsseg.batch.driver import BatchOptions, run_batch
     from rsseg.predict.predictor import check_model_name
@@ -75,7 +79,8 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
                            blend=blend, batch_size=batch_size, device=device, vector=vector,
                            simplify=simplify, min_area=min_area, workers=workers,
                            threads=threads, scheduler=scheduler, resume=resume,
-                           overwrite=overwrite, progress=progress_mode(progress, progress_json))
+                           overwrite=overwrite, progress=progress_mode(progress, progress_json),
+                           dry_run=dry_run)
     summary = run_batch(inputs, out_dir, options)
     for line in summary.lines():
         click.echo(f"rsseg: {line}", err=True)

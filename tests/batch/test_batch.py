@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import pytest
 import rasterio
 
 from rsseg.batch.inputs import group_mosaics, open_tiles, resolve_inputs
-from rsseg.batch.manifest import Manifest
+from rsseg.batch.jobdb import JobDB
 from rsseg.io.vrt import input_mosaic_vrt
 from rsseg.cli import run as rsseg_run
 from rsseg.predict.engine import predict_scene
@@ -89,7 +90,12 @@ def read(path) -> np.ndarray:
 
 
 def load_manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+    """The job database's content (read-only, as `rsseg batch-status --json --tiles` does)."""
+    db = JobDB.read(out)
+    try:
+        return db.export()
+    finally:
+        db.close()
 
 
 def partial_files(folder: Path) -> list[str]:
@@ -236,11 +242,12 @@ def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path, monkeypa
 def test_manifest_checksum_follows_inputs_and_settings(mosaic_run, tmp_path):
     out = mosaic_run["out"]
     data = load_manifest(out)
-    manifest = Manifest.load(out, data["settings"])
+    db = JobDB.read(out)
     key = str(mosaic_run["tiles"][0])
     checksum = data["tiles"][key]["checksum"]
-    assert manifest.is_done(key, checksum, out)
-    assert not manifest.is_done(key, "0" * 64, out)
+    assert db.is_done(key, checksum, out)
+    assert not db.is_done(key, "0" * 64, out)
+    db.close()
     # the tile's neighbours are part of its inputs (their pixels are its context)
     assert set(data["tiles"][key]["inputs"]) == {str(t) for t in mosaic_run["tiles"]}
 
@@ -259,8 +266,9 @@ def wait_for_first_recorded_tile(proc, out, timeout: float = 240):
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             children = psutil.Process(proc.pid).children(recursive=True) or children
-            recorded = load_manifest(out)["tiles"]
-        except (OSError, ValueError, KeyError, psutil.Error):
+            recorded = {k: v for k, v in load_manifest(out)["tiles"].items()
+                        if v["status"] != "pending"}
+        except (OSError, ValueError, KeyError, AttributeError, psutil.Error, sqlite3.Error):
             recorded = {}
         if recorded:
             break
@@ -399,7 +407,7 @@ def test_sigint_stops_cleanly(mosaic_run, tmp_path):
     psutil.wait_procs(children, timeout=30)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert partial_files(out) == []
-    after = load_manifest(out)["tiles"]
+    after = {k: v for k, v in load_manifest(out)["tiles"].items() if v["status"] != "pending"}
     assert after and all(entry["status"] == "done" for entry in after.values())
     written = {p.name for p in out.glob("*.tif")}
     # Recorded tiles are there; a tile a worker finished while the job was stopping may be
@@ -435,9 +443,15 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     assert list((out / ".rsseg" / "parts").glob("*")) == [] and partial_files(out) == []
 
 
+def legacy_manifest(data: dict) -> dict:
+    """The job's state as the JSON manifest of rsseg before the database (version 1)."""
+    return dict(data, format="rsseg-batch-manifest", version=1)
+
+
 def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_path):
-    """E.g. an unreachable --scheduler: the manifest holds the run but no tile, so the next
-    run (with the right address) needs no --resume; a manifest with tiles still does."""
+    """E.g. an unreachable --scheduler: the database holds the run and its pending tiles
+    but no finished one, so the next run (with the right address) needs no --resume; a
+    database (or an old manifest.json) with a finished tile still does."""
     from rsseg.batch.driver import BatchOptions, _check_existing
     from rsseg.batch.inputs import Tile
     from rsseg.errors import OutputError
@@ -446,13 +460,29 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
     out.mkdir()
     data = load_manifest(mosaic_run["out"])
     tiles = [Tile(str(t)) for t in mosaic_run["tiles"]]
-    (out / "manifest.json").write_text(json.dumps(dict(data, tiles={})))
+    db = JobDB.open(out)
+    run = dict(data["runs"][0], id="r1")
+    db.start_run(run, data["settings"], [{"key": k, **{f: e[f] for f in ("checksum", "inputs",
+                                                                          "outputs")}}
+                                         for k, e in data["tiles"].items()])
     _check_existing(tiles, out, BatchOptions())
-    (out / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(OutputError, match="--resume"):
+    key, entry = next(iter(data["tiles"].items()))
+    db.record(key, entry)
+    db.close()
+    with pytest.raises(OutputError, match="batch.sqlite: .*--resume"):
+        _check_existing(tiles, out, BatchOptions())
+    (out / "batch.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
+        _check_existing(tiles, out, BatchOptions())
+    for name in ("batch.sqlite", "batch.sqlite-wal", "batch.sqlite-shm"):
+        (out / name).unlink(missing_ok=True)
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles={}))))
+    _check_existing(tiles, out, BatchOptions())
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(data)))
+    with pytest.raises(OutputError, match="manifest.json: .*--resume"):
         _check_existing(tiles, out, BatchOptions())
     (out / "manifest.json").write_text("{not json")
-    with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
+    with pytest.raises(OutputError, match="--resume"):
         _check_existing(tiles, out, BatchOptions())
 
 
