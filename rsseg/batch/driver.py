@@ -208,7 +208,9 @@ def _dry_run(tiles: list[Tile], out: Path, options: BatchOptions, summary: Batch
         f"{settings['tile']} px, overlap {settings['overlap']}, model {settings['model']}",
     ]
     if per_window:
-        lines.append(f"plan: about {windows * per_window / 3600:.2f} worker-hour(s) at the "
+        from rsseg.batch.status import duration_text
+
+        lines.append(f"plan: about {duration_text(windows * per_window)} of worker time at the "
                      f"{per_window * 1000:.1f} ms per window earlier runs took")
     lines.append(f"plan: outputs in {out}: one class raster per tile"
                  + (" and GeoPackage" if options.vector else "") + ", mosaic.vrt"

@@ -95,8 +95,8 @@ def now() -> str:
 class JobDB:
     """One batch job's database: the tiles' state, the runs, the settings."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
-        self.conn, self.path = conn, path
+    def __init__(self, conn: sqlite3.Connection, path: Path, writer: bool = False):
+        self.conn, self.path, self.writer = conn, path, writer
         self._done: dict[str, tuple[str, dict]] | None = None
 
     # ---- opening ---------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class JobDB:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
-            db = cls(conn, path)
+            db = cls(conn, path, writer=True)
             db._create()
         except sqlite3.Error as exc:
             raise OutputError(f"cannot open the batch database ({exc}); remove it or choose "
@@ -148,6 +148,13 @@ class JobDB:
         return db
 
     def close(self) -> None:
+        if self.writer:
+            # Back to a plain journal when the job stops: an idle output folder holds one
+            # file (no -wal/-shm), which readers open without writing anything beside it.
+            # Skipped while a reader has it open (busy): WAL mode then simply stays.
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA busy_timeout=0")
+                self.conn.execute("PRAGMA journal_mode=DELETE")
         self.conn.close()
 
     def _create(self) -> None:

@@ -114,11 +114,11 @@ def status_lines(status: dict) -> list[str]:
                      f"{run['tiles']} tile(s) to do, {run['workers']} worker(s), {where}")
     speed = status["throughput"]
     if speed:
-        lines.append(f"throughput: {speed['tiles']} tile(s) in {_duration(speed['elapsed_seconds'])}"
+        lines.append(f"throughput: {speed['tiles']} tile(s) in {duration_text(speed['elapsed_seconds'])}"
                      f" = {speed['tiles_per_hour']:.0f} tiles/h; "
                      f"{speed['worker_seconds_per_tile']:.2f} s of worker time per tile")
     if status["eta"]:
-        lines.append(f"ETA: {_duration(status['eta']['seconds'])} "
+        lines.append(f"ETA: {duration_text(status['eta']['seconds'])} "
                      f"(about {status['eta']['at']})")
     mosaic = status["mosaic"]
     if mosaic:
@@ -133,7 +133,7 @@ def status_lines(status: dict) -> list[str]:
     return lines
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

@@ -499,3 +499,65 @@ def test_local_workers_start_without_dask_malloc_trim_threshold():
     with dask.config.set({UNSET_MALLOC_TRIM: None}):
         env = _get_env_variables(key)
     assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
+
+
+def copy_run(mosaic_run, out: Path) -> Path:
+    """The 2x2 mosaic's outputs in a new folder (without the job database)."""
+    out.mkdir()
+    for tile in mosaic_run["tiles"]:
+        for name in (tile.name, f"{tile.stem}.gpkg"):
+            (out / name).write_bytes((mosaic_run["out"] / name).read_bytes())
+    return out
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
+    city = mosaic_run["root"] / "city"
+    fresh = tmp_path / "fresh"
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", fresh, "--dry-run", *MODEL) == 0
+    plan = stderr.getvalue().splitlines()
+    assert not fresh.exists()
+    assert plan[0] == "rsseg: plan: 5 input tile(s), 0 unreadable (they will be reported as failed)"
+    assert plan[1].startswith("rsseg: plan: 2 mosaic(s) on 1 grid(s); the largest has 4 tile(s), "
+                              f"{2 * T} x {2 * T} px")
+    # as many windows as the engine ran for the 2x2 tiles, plus 2 x 2 for the lone 96-px tile
+    ran = sum(e["windows"] for e in load_manifest(mosaic_run["out"])["tiles"].values()
+              if e["status"] == "done")
+    assert ran == 25  # 2 or 3 windows (starts 0, 48, 96, 128) per axis and tile
+    assert plan[2].startswith("rsseg: plan: 5 tile(s) to predict (0 failed before), 0 already "
+                              f"done; {ran + 4} window(s) of 64 px, overlap 16")
+    # on the finished job: the failed tile is to do again, the others are done
+    out = mosaic_run["out"]
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
+    plan = stderr.getvalue().splitlines()
+    assert plan[2].startswith("rsseg: plan: 1 tile(s) to predict (1 failed before), 4 already done")
+    assert any("of worker time at the" in line for line in plan)
+    assert any("batch.sqlite records an earlier run: pass --resume" in line for line in plan)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_resume_migrates_an_old_manifest_and_skips_what_it_records(mosaic_run, tmp_path):
+    """A folder written by rsseg before the database: --resume migrates manifest.json,
+    recomputes nothing, and `rsseg batch-status` reads the migrated state."""
+    data = load_manifest(mosaic_run["out"])
+    out = copy_run(mosaic_run, tmp_path / "out")
+    tiles = {str(t): data["tiles"][str(t)] for t in mosaic_run["tiles"]}
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles=tiles))))
+    city = mosaic_run["root"] / "city"
+    assert rsseg("batch", city / "tile_*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
+    assert (out / "manifest.json").exists()  # a dry run migrates nothing
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "tile_*.tif", "-o", out, "--resume", "--vector",
+                     "--no-progress", *MODEL) == 0
+    assert "0 tile(s) predicted, 4 already done, 0 failed" in stderr.getvalue()
+    assert not (out / "manifest.json").exists() and (out / "manifest.json.migrated").exists()
+    after = load_manifest(out)
+    assert {k: v["finished"] for k, v in after["tiles"].items()} == {
+        k: v["finished"] for k, v in tiles.items()}
+    assert len(after["runs"]) == 2
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))
