@@ -8,10 +8,13 @@ outputs themselves, so only paths and small dicts travel through the scheduler.
 Plan:
 
 1. resolve the inputs (:mod:`rsseg.batch.inputs`) and group touching tiles on
-   one pixel grid into mosaics, each read through a VRT of its tiles
-   (``out/.rsseg/inputs-<k>.vrt``); a tile is predicted as a *region* of its
-   mosaic (:func:`rsseg.predict.engine.predict_scene` ``region=``), so its border
-   windows see the neighbours and the result equals predicting the whole mosaic;
+   one pixel grid into mosaics; a tile is predicted as a *region* of its mosaic
+   (:func:`rsseg.predict.engine.predict_scene` ``region=``), so its border
+   windows see the neighbours and the result equals predicting the whole
+   mosaic. The worker reads it through a VRT of the mosaic's size that lists
+   only the tile's context tiles (``out/.rsseg/inputs/<tile>.vrt``, written just
+   before the tile is submitted and removed once it is recorded): opening it
+   costs the same in a mosaic of 10 tiles or of 100,000;
    Grouping and finding each tile's context tiles use an R-tree of pixel
    boxes, so planning is n log n in the tile count (100,000 tiles: see
    ``benchmarks/batch_scale.py``); ``--dry-run`` stops here and prints the plan;
@@ -46,6 +49,7 @@ from rsseg.progress import Progress
 
 RESERVED = {"mosaic", "manifest"}
 INTERNAL_DIR = ".rsseg"
+INPUTS_DIR = "inputs"
 MAX_ATTEMPTS = 2  # a failing tile is retried once
 # Tasks in flight per worker: enough to keep every worker fed while results come
 # back, few enough that the scheduler never holds one future per tile.
@@ -103,6 +107,7 @@ class _Planned:
     inputs: dict
     outputs: dict
     windows: int
+    context: list[Tile]  # the tiles whose pixels its prediction reads (itself included)
 
 
 def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
@@ -145,9 +150,9 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
     starter = ClusterStarter(options.workers, options.threads, options.scheduler) if todo else None
     try:
         remove_partials(out, stems)
-        shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)  # a killed run's
-        (out / INTERNAL_DIR / PARTS_DIR).mkdir()
-        _write_input_vrts(mosaics, out)
+        for folder in (PARTS_DIR, INPUTS_DIR):  # what a killed run left
+            shutil.rmtree(out / INTERNAL_DIR / folder, ignore_errors=True)
+            (out / INTERNAL_DIR / folder).mkdir()
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
                "workers": options.workers, "threads": options.threads,
                "scheduler": options.scheduler or "local", "tiles": len(todo)}
@@ -161,7 +166,8 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
                 cluster = starter.get()
                 timings["cluster_ready"] = round(time.perf_counter() - t0, 3)
                 bar.log(f"rsseg: {cluster.describe()}")
-                _run_tiles(cluster.client, todo, db, summary, bar, out, cluster.workers)
+                _run_tiles(cluster.client, todo, db, summary, bar, out, cluster.workers,
+                           _ContextVrts(mosaics))
                 timings["tiles_done"] = round(time.perf_counter() - t0, 3)
             _write_mosaics(plans, db, summary, out, options, cluster, bar)
             timings["mosaics_done"] = round(time.perf_counter() - t0, 3)
@@ -169,7 +175,8 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
         if starter is not None:
             starter.stop()
         remove_partials(out, stems)
-        shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)
+        for folder in (PARTS_DIR, INPUTS_DIR):
+            shutil.rmtree(out / INTERNAL_DIR / folder, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     timings["closed"] = round(summary.seconds, 3)
     db.finish_run(summary.run_id, timings)
@@ -236,12 +243,29 @@ def _remove_job_state(out: Path) -> None:
             pass
 
 
-def _write_input_vrts(mosaics, out: Path) -> None:
-    from rsseg.io.vrt import input_mosaic_vrt
+class _ContextVrts:
+    """Writes and removes the per-tile input VRTs (a mosaic's grid, the tile's context)."""
 
-    for mosaic in mosaics:
-        if len(mosaic.tiles) > 1:
-            input_mosaic_vrt(_input_vrt(out, mosaic.index), mosaic)
+    def __init__(self, mosaics: list[Mosaic]):
+        self.mosaics = mosaics
+        self.masks: dict[int, bool] = {}  # per mosaic: does it need a coverage mask
+
+    def write(self, plan: "_Planned") -> None:
+        from rsseg.io.vrt import input_mosaic_vrt, needs_mask
+
+        if plan.job.region is None:  # a tile alone is read directly
+            return
+        mosaic = self.mosaics[plan.tile.mosaic]
+        if mosaic.index not in self.masks:
+            self.masks[mosaic.index] = needs_mask(mosaic)
+        input_mosaic_vrt(plan.job.source, mosaic, plan.context, self.masks[mosaic.index])
+
+    def remove(self, plan: "_Planned") -> None:
+        if plan.job.region is not None:
+            try:
+                os.unlink(plan.job.source)
+            except OSError:
+                pass
 
 
 # ---- planning -------------------------------------------------------------------------------
@@ -324,8 +348,8 @@ def _vector_options(options: BatchOptions) -> dict:
     return {"simplify": options.simplify, "min_area": options.min_area}
 
 
-def _input_vrt(out: Path, index: int) -> Path:
-    return out / INTERNAL_DIR / f"inputs-{index}.vrt"
+def _input_vrt(out: Path, tile: Tile) -> Path:
+    return out / INTERNAL_DIR / INPUTS_DIR / f"{tile.stem}.vrt"
 
 
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_Planned]:
@@ -342,7 +366,7 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_P
     for tile in tiles:
         source, region, context = tile.path, None, [tile]
         if id(tile) in contexts:
-            source = str(_input_vrt(out, tile.mosaic))
+            source = str(_input_vrt(out, tile))
             region = (tile.row, tile.col, tile.height, tile.width)
             context = contexts[id(tile)]
         outputs = {"classes": f"{tile.stem}.tif"}
@@ -358,7 +382,7 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_P
         checksum = digest({"settings": settings_hash, "inputs": inputs, "region": region,
                            "outputs": outputs})
         windows = _window_count(tile, mosaics[tile.mosaic] if tile.ok else None, size, overlap)
-        plans.append(_Planned(tile, job, checksum, inputs, outputs, windows))
+        plans.append(_Planned(tile, job, checksum, inputs, outputs, windows, context))
     return plans
 
 
@@ -461,7 +485,7 @@ def remove_partials(out: Path, stems: set[str]) -> list[Path]:
 # ---- running ---------------------------------------------------------------------------------
 
 def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, bar,
-               out: Path, workers: int) -> None:
+               out: Path, workers: int, vrts: _ContextVrts) -> None:
     """Submit the tiles in a bounded window, record each as it finishes, retry failures once.
 
     At most ``in_flight(workers)`` tiles are queued on the cluster at once; each
@@ -481,6 +505,7 @@ def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, b
         key = plan.tile.path
         attempts[key] = attempts.get(key, 0) + 1
         bands = band_count(len(todo), workers, plan.tile.height, plan.job.tile)
+        vrts.write(plan)
         future = submit(plan, attempts[key], bands)
         futures[future] = plan
         pending.add(future)
@@ -506,6 +531,7 @@ def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, b
                                 "run_id": summary.run_id, "finished": now(),
                                 "attempts": attempts.pop(key)})
                 summary.failed[key] = error
+            vrts.remove(plan)
             bar.update(1)
             submit.forget_bands()
             for following in itertools.islice(waiting, 1):

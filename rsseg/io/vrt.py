@@ -2,9 +2,10 @@
 
 The one VRT writer of rsseg. Three kinds are written:
 
-- the *input* mosaic of a group of tiles (``out/.rsseg/inputs-<k>.vrt``, absolute
-  source paths): every ``rsseg batch`` worker reads its tile and the context
-  around it from it;
+- the *input* mosaic of a group of tiles (absolute source paths): an ``rsseg
+  batch`` worker reads its tile and the context around it from one that keeps
+  the mosaic's grid but lists only the tiles near it
+  (``out/.rsseg/inputs/<tile>.vrt``);
 - the *class* mosaic of all class rasters (``out/mosaic.vrt``, paths relative to
   the VRT, so ``out/`` can be moved): one layer to look at, vectorize or score;
 - the *raw* band VRT through which the prediction engine hands its raw class
@@ -151,16 +152,32 @@ def _simple_sources(sources: list[VrtSource], names: list[str], source_band: str
                f'<DstRect xOff="{src.col}" yOff="{src.row}" {size}/></SimpleSource>\n')
 
 
-def input_mosaic_vrt(path, mosaic) -> Path:
-    """The VRT through which the tiles of ``mosaic`` (:class:`rsseg.batch.inputs.Mosaic`) are read."""
+def input_mosaic_vrt(path, mosaic, tiles=None, mask: bool | None = None) -> Path:
+    """The VRT through which the tiles of ``mosaic`` (:class:`rsseg.batch.inputs.Mosaic`) are read.
+
+    ``tiles`` (default: all of them) limits the sources to the tiles a reader
+    needs; the VRT keeps the mosaic's size and grid, so pixel offsets are the
+    mosaic's. ``mask`` (default: :func:`needs_mask` of the mosaic) adds the
+    coverage mask; pass the whole mosaic's answer for a partial VRT, so that it
+    reads exactly like the whole one where it has sources.
+    """
     first = mosaic.tiles[0]
-    sources = [VrtSource(t.path, t.col, t.row, t.width, t.height) for t in mosaic.tiles]
+    tiles = mosaic.tiles if tiles is None else tiles
+    sources = [VrtSource(t.path, t.col, t.row, t.width, t.height) for t in tiles]
     bands = [VrtBand(dtype, first.nodata, first.descriptions[k] or "")
              for k, dtype in enumerate(first.dtypes)]
-    covered = sum(t.width * t.height for t in mosaic.tiles)
-    holes = covered < mosaic.width * mosaic.height or _overlapping(mosaic.tiles)
+    mask = needs_mask(mosaic) if mask is None else mask
     return write_mosaic_vrt(path, sources, mosaic.width, mosaic.height, first.crs,
-                            mosaic.transform, bands, mask=holes and first.nodata is None)
+                            mosaic.transform, bands, mask=mask)
+
+
+def needs_mask(mosaic) -> bool:
+    """Without a nodata value, holes between tiles (or overlaps, which hide them from
+    an area count) need a coverage mask to read as no data."""
+    if mosaic.tiles[0].nodata is not None:
+        return False
+    covered = sum(t.width * t.height for t in mosaic.tiles)
+    return covered < mosaic.width * mosaic.height or _overlapping(mosaic.tiles)
 
 
 def _overlapping(tiles) -> bool:

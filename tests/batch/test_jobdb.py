@@ -241,14 +241,14 @@ def test_driver_keeps_a_bounded_window_of_tasks(tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
     import rsseg.batch.worker as worker
-    from rsseg.batch.driver import BatchSummary, _Planned, _run_tiles, in_flight
+    from rsseg.batch.driver import BatchSummary, _ContextVrts, _Planned, _run_tiles, in_flight
     from rsseg.batch.inputs import Tile
     from rsseg.batch.worker import ModelSpec, TileJob
 
     monkeypatch.setattr(worker, "run_tile", count_tasks_run_tile)
     spec = ModelSpec("m", None, "", 0, 3, "cpu")
     plans = [_Planned(Tile(f"/t/{i}.tif", 16, 16), TileJob(f"/t/{i}.tif", "", None, "", None, spec),
-                      f"c{i}", {}, {"classes": f"{i}.tif"}, 1) for i in range(500)]
+                      f"c{i}", {}, {"classes": f"{i}.tif"}, 1, []) for i in range(500)]
     db = JobDB.open(tmp_path)
 
     class Bar:
@@ -263,7 +263,7 @@ def test_driver_keeps_a_bounded_window_of_tasks(tmp_path, monkeypatch):
                       dashboard_address=None) as cluster, Client(cluster) as client:
         WINDOW["scheduler"] = cluster.scheduler
         (tmp_path / ".rsseg" / "parts").mkdir(parents=True)
-        _run_tiles(client, plans, db, summary, Bar(), tmp_path, 2)
+        _run_tiles(client, plans, db, summary, Bar(), tmp_path, 2, _ContextVrts([]))
     assert len(summary.done) == 500 and len(db.tiles("done")) == 500
     # the window, plus the result just handled, whose future is released a moment later
     assert len(WINDOW["seen"]) == 500 and max(WINDOW["seen"]) <= in_flight(2) + 2 < 500
