@@ -39,8 +39,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsseg.batch.inputs import (Mosaic, Tile, aligned, context_tiles, group_mosaics, layout,
-                                open_tiles, resolve_inputs)
+from rsseg.batch.inputs import (Mosaic, Tile, aligned, context_tiles, group_mosaics,
+                                is_virtual, layout, open_tiles, resolve_inputs)
 from rsseg.batch.jobdb import LEGACY_NAME, NAME as DB_NAME, JobDB, digest, fingerprint, now
 from rsseg.batch.split import PARTS_DIR, band_count, merge_parts, split_job
 from rsseg.batch.worker import ModelSpec, TileJob
@@ -394,8 +394,8 @@ class _Fingerprints(dict):
         if value is None:
             try:
                 value = fingerprint(path)
-            except OSError:
-                value = "missing"
+            except OSError:  # a GDAL virtual path (/vsis3/...) has no local stat
+                value = "virtual" if is_virtual(path) else "missing"
             self[path] = value
         return value
 

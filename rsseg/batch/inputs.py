@@ -100,6 +100,12 @@ def _unique(paths: list[str]) -> list[str]:
     return out
 
 
+def is_virtual(path: str) -> bool:
+    """A GDAL virtual path (``/vsis3/bucket/a.tif``, ``/vsicurl/https://...``): kept as
+    written (normalising it would break the URL), read by GDAL on every worker."""
+    return path.startswith("/vsi")
+
+
 def _list_file(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -110,7 +116,7 @@ def _list_file(path: Path) -> list[str]:
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if line:
-            paths.append(os.path.abspath(base / line))
+            paths.append(line if is_virtual(line) else os.path.abspath(base / line))
     if not paths:
         raise InputError("the list file names no tile", path)
     return paths
@@ -132,7 +138,10 @@ def vrt_sources(path: str | os.PathLike) -> list[str]:
         if not name:
             continue
         relative = node.get("relativeToVRT", "0") == "1"
-        paths.append(os.path.abspath(base / name) if relative else os.path.abspath(name))
+        if is_virtual(name):
+            paths.append(name)
+        else:
+            paths.append(os.path.abspath(base / name) if relative else os.path.abspath(name))
     if not paths:
         raise InputError("the VRT has no source files", path)
     return paths
@@ -166,6 +175,8 @@ def _index_location(location: str, base: Path) -> str:
     The index's folder is tried first (an index moved with its tiles), then the
     current folder; when neither holds the file, the index's folder is reported.
     """
+    if is_virtual(location):
+        return location
     if os.path.isabs(location):
         return os.path.abspath(location)
     beside_index = os.path.abspath(base / location)
@@ -231,7 +242,7 @@ def _grid_records(paths: list[str]) -> list[tuple]:
     # O(files in the folder) per tile: quadratic for 100,000 tiles in one folder.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
         for path in paths:
-            if not os.path.isfile(path):
+            if not is_virtual(path) and not os.path.isfile(path):
                 records.append((path, f"{path}: input file not found") + (None,) * 8)
                 continue
             try:

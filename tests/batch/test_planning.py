@@ -189,3 +189,24 @@ def test_100k_source_vrt_opens_in_qgis(big_vrt):
                           text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-4:] == ["True", str(side * 16), str(rows * 16), "7.0"], done.stdout
+
+
+def test_gdal_virtual_paths_are_kept_and_opened(tmp_path):
+    """A list file naming tiles inside a zip (/vsizip/, as /vsis3/ or /vsicurl/ would be):
+    the paths stay as written and the tiles' grids are read through GDAL."""
+    import zipfile
+
+    from rsseg.batch.inputs import open_tiles, resolve_inputs
+
+    for k in range(2):
+        write_tile(tmp_path / f"z{k}.tif", k, Affine(PX, 0, 500000 + k * 16 * PX, 0, -PX, 5400000))
+    with zipfile.ZipFile(tmp_path / "tiles.zip", "w") as z:
+        for k in range(2):
+            z.write(tmp_path / f"z{k}.tif", f"z{k}.tif")
+    names = [f"/vsizip/{tmp_path}/tiles.zip/z{k}.tif" for k in range(2)]
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    assert resolve_inputs(str(tmp_path / "list.txt")) == names
+    tiles = open_tiles(names)
+    assert all(t.ok for t in tiles), [t.error for t in tiles]
+    [mosaic] = group_mosaics(tiles)
+    assert (mosaic.width, mosaic.height) == (32, 16)
