@@ -510,7 +510,8 @@ def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, b
         futures[future] = plan
         pending.add(future)
 
-    for plan in itertools.islice(waiting, in_flight(workers)):
+    window = _Window(client, workers)
+    for plan in itertools.islice(waiting, window.size()):
         send(plan)
     try:
         for future in pending:
@@ -534,7 +535,7 @@ def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, b
             vrts.remove(plan)
             bar.update(1)
             submit.forget_bands()
-            for following in itertools.islice(waiting, 1):
+            for following in itertools.islice(waiting, max(window.size() - len(futures), 0)):
                 send(following)
     finally:
         if futures:  # interrupted: stop what is still queued or running
@@ -544,6 +545,26 @@ def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, b
 def in_flight(workers: int) -> int:
     """How many tiles the driver keeps queued on a cluster of ``workers`` workers."""
     return max(MIN_IN_FLIGHT, IN_FLIGHT_PER_WORKER * workers)
+
+
+class _Window:
+    """The number of tiles to keep in flight, following the cluster's size (workers of
+    an external cluster may come and go during a long job); asked every few seconds."""
+
+    RECHECK_SECONDS = 10.0
+
+    def __init__(self, client, workers: int):
+        self.client, self.workers = client, workers
+        self.checked = time.monotonic()
+
+    def size(self) -> int:
+        if time.monotonic() - self.checked > self.RECHECK_SECONDS:
+            self.checked = time.monotonic()
+            try:
+                self.workers = len(self.client.nthreads()) or self.workers
+            except Exception:  # noqa: BLE001 - a busy scheduler: keep the last size
+                pass
+        return in_flight(self.workers)
 
 
 class _Submitter:
