@@ -34,6 +34,7 @@ import bisect
 import itertools
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     t0 = time.perf_counter()
     out = _check_out_dir(out_dir)
     summary = BatchSummary(run_id=uuid.uuid4().hex[:12])
-    tiles = open_tiles(resolve_inputs(inputs))
+    tiles = open_tiles(resolve_inputs(inputs), known=_known_grids(out, options))
     _check_names(tiles, out)
     if options.dry_run:
         return _dry_run(tiles, out, options, summary, t0)
@@ -156,6 +157,7 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
                "workers": options.workers, "threads": options.threads,
                "scheduler": options.scheduler or "local", "tiles": len(todo)}
+        db.save_grids(tiles)
         db.start_run(run, settings, [{"key": p.tile.path, "checksum": p.checksum,
                                       "inputs": p.inputs, "outputs": p.outputs} for p in todo])
         timings["plan"] = round(time.perf_counter() - t0, 3)
@@ -232,6 +234,22 @@ def _dry_run(tiles: list[Tile], out: Path, options: BatchOptions, summary: Batch
                  "(--dry-run)")
     summary.plan = lines
     return summary
+
+
+def _known_grids(out: Path, options: BatchOptions) -> dict:
+    """The input grids an earlier run of this job read (none with --overwrite)."""
+    if options.overwrite or not (out / DB_NAME).is_file():
+        return {}
+    try:
+        db = JobDB.read(out)
+    except OutputError:
+        return {}  # reported when the run opens the database
+    try:
+        return db.grids()
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
 
 
 def _remove_job_state(out: Path) -> None:
@@ -357,7 +375,7 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_P
                      options.seed, settings["in_channels"], options.device)
     size, overlap = settings["tile"], settings["overlap"]
     settings_hash = digest(settings)
-    fingerprints = _Fingerprints()
+    fingerprints = _Fingerprints((t.path, t.fingerprint) for t in tiles if t.fingerprint)
     contexts = {}
     for mosaic in mosaics:
         if len(mosaic.tiles) > 1:

@@ -43,6 +43,7 @@ class Tile:
     nodata: float | None = None
     descriptions: tuple = ()
     error: str | None = None
+    fingerprint: str = ""  # size:mtime_ns when its grid was read ("" for virtual paths)
     mosaic: int = -1  # index of its mosaic, -1 when unreadable
     col: int = 0  # pixel offset of the tile inside its mosaic
     row: int = 0
@@ -190,15 +191,41 @@ PARALLEL_OPEN_MIN = 4000
 OPEN_CHUNK = 1000
 
 
-def open_tiles(paths: list[str], processes: int | None = None) -> list[Tile]:
+def open_tiles(paths: list[str], processes: int | None = None,
+               known: dict | None = None) -> list[Tile]:
     """Read every tile's grid; unreadable tiles keep their error instead of failing the job.
 
     Opening is GDAL's work (about 0.5 ms a tile): many tiles are opened by
     ``processes`` worker processes (default: one per CPU, at most 8), in order.
+    ``known`` maps paths to ``(fingerprint, grid record)`` read earlier (the job
+    database keeps them): a file whose size and mtime are unchanged is not
+    opened again, so resuming a national job costs a ``stat`` per tile.
     """
+    known = known or {}
+    fingerprints = {path: file_fingerprint(path) for path in paths}
+    records = {path: known[path][1] for path in paths
+               if fingerprints[path] and known.get(path, ("",))[0] == fingerprints[path]}
+    missing = [path for path in paths if path not in records]
+    records.update((r[0], r) for r in _open_records(missing, processes))
+    tiles = _tiles([records[path] for path in paths])
+    for tile in tiles:
+        tile.fingerprint = fingerprints[tile.path]
+    return tiles
+
+
+def file_fingerprint(path: str) -> str:
+    """``size:mtime_ns`` of a file ("" when it has none: missing, or a GDAL virtual path)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _open_records(paths: list[str], processes: int | None) -> list[tuple]:
     processes = processes or min(os.cpu_count() or 1, 8)
     if len(paths) < PARALLEL_OPEN_MIN or processes < 2:
-        return _tiles(_grid_records(paths))
+        return _grid_records(paths)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -206,8 +233,13 @@ def open_tiles(paths: list[str], processes: int | None = None) -> list[Tile]:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     chunks = [paths[i:i + OPEN_CHUNK] for i in range(0, len(paths), OPEN_CHUNK)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
-        records = [r for chunk in pool.map(_grid_records, chunks) for r in chunk]
-    return _tiles(records)
+        return [r for chunk in pool.map(_grid_records, chunks) for r in chunk]
+
+
+def grid_record(tile: Tile, wkt: str) -> tuple:
+    """The record :func:`_tiles` rebuilds ``tile`` from (``wkt``: its CRS as WKT)."""
+    return (tile.path, None, tile.width, tile.height, wkt, tuple(tile.transform.to_gdal()),
+            tile.count, tuple(tile.dtypes), tile.nodata, tuple(tile.descriptions))
 
 
 def _tiles(records: list[tuple]) -> list[Tile]:
@@ -227,7 +259,7 @@ def _tiles(records: list[tuple]) -> list[Tile]:
             if crs is None:
                 crs = crs_by_wkt[wkt] = CRS.from_wkt(wkt)
         tiles.append(Tile(path, width, height, crs, Affine.from_gdal(*gdal_transform), count,
-                          dtypes, nodata, names))
+                          tuple(dtypes), nodata, tuple(names)))
     return tiles
 
 

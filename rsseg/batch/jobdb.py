@@ -13,6 +13,8 @@ Tables (``rsseg batch-status OUT --json`` prints a readable summary):
 
 - ``meta``: ``format``, ``version``, ``settings`` (JSON), ``settings_hash``,
   ``mosaic`` (JSON: the class mosaic and merged GeoPackage last written);
+- ``crs``, ``grids``: each input file's grid (size, transform, bands, CRS) with
+  the fingerprint it had, so planning a resumed job opens only changed files;
 - ``runs``: one row per ``rsseg batch`` invocation (id, start and end time,
   host, pid, workers, scheduler, tiles to do, phase timings);
 - ``tiles``: one row per input tile: ``status`` (``pending``: planned by a run,
@@ -64,6 +66,10 @@ CREATE TABLE IF NOT EXISTS tiles (
     attempts INTEGER, worker TEXT, pid INTEGER, threads INTEGER, model_loads INTEGER,
     bands TEXT, error TEXT);
 CREATE INDEX IF NOT EXISTS tiles_status ON tiles (status);
+CREATE TABLE IF NOT EXISTS crs (id INTEGER PRIMARY KEY, wkt TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS grids (
+    path TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, crs INTEGER REFERENCES crs (id),
+    grid TEXT NOT NULL);
 """
 # Columns of ``tiles`` stored as JSON text.
 _JSON_COLUMNS = ("inputs", "outputs", "bands")
@@ -296,6 +302,46 @@ class JobDB:
                     entry[name] = json.loads(entry[name])
             tiles[row[0]] = entry
         return tiles
+
+    # ---- the grids of the input files (planning a resumed job opens no unchanged file) ----
+
+    def grids(self) -> dict[str, tuple[str, tuple]]:
+        """``{path: (fingerprint, grid record)}`` (see :func:`rsseg.batch.inputs.open_tiles`)."""
+        wkts = dict(self.conn.execute("SELECT id, wkt FROM crs"))
+        grids = {}
+        for path, fp, crs_id, grid in self.conn.execute(
+                "SELECT path, fingerprint, crs, grid FROM grids"):
+            width, height, transform, count, dtypes, nodata, names = json.loads(grid)
+            grids[path] = (fp, (path, None, width, height, wkts.get(crs_id, ""), transform,
+                                count, dtypes, nodata, names))
+        return grids
+
+    def save_grids(self, tiles) -> None:
+        """Remember the grids of the readable local tiles (one transaction)."""
+        from rsseg.batch.inputs import grid_record
+
+        wkt_of: dict[int, str] = {}  # per CRS object (tiles share one per distinct CRS)
+        with self._transaction():
+            ids = dict((wkt, i) for i, wkt in self.conn.execute("SELECT id, wkt FROM crs"))
+            rows = []
+            for tile in tiles:
+                if not tile.ok or not tile.fingerprint:
+                    continue
+                key = id(tile.crs)
+                if key not in wkt_of:
+                    wkt_of[key] = tile.crs.to_wkt() if tile.crs is not None else ""
+                wkt = wkt_of[key]
+                if wkt not in ids:
+                    ids[wkt] = self.conn.execute("INSERT INTO crs (wkt) VALUES (?)",
+                                                 (wkt,)).lastrowid
+                record = grid_record(tile, wkt)
+                rows.append((tile.path, tile.fingerprint, ids[wkt], json.dumps(
+                    [record[2], record[3], record[5], record[6], record[7], record[8],
+                     record[9]])))
+            self.conn.executemany(
+                "INSERT INTO grids (path, fingerprint, crs, grid) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET fingerprint = excluded.fingerprint, "
+                "crs = excluded.crs, grid = excluded.grid", rows)
 
     def export(self) -> dict:
         """Everything, as one JSON-able dict (settings, runs, tiles by key, mosaic)."""

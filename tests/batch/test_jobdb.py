@@ -268,3 +268,41 @@ def test_driver_keeps_a_bounded_window_of_tasks(tmp_path, monkeypatch):
     # the window, plus the result just handled, whose future is released a moment later
     assert len(WINDOW["seen"]) == 500 and max(WINDOW["seen"]) <= in_flight(2) + 2 < 500
     db.close()
+
+
+def test_planning_a_resumed_job_reopens_only_changed_files(tmp_path):
+    """The database keeps each input's grid with its fingerprint: a file with the same
+    size and mtime is not opened again (here its bytes are garbage, and planning does
+    not notice); a touched file is."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from rsseg.batch.inputs import open_tiles
+
+    paths = []
+    for k, crs in enumerate(["EPSG:32632", "EPSG:32632", "EPSG:32633"]):
+        path = tmp_path / f"t{k}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=16 + k, height=16, count=2,
+                           dtype="float32", crs=crs, nodata=float("nan") if k else None,
+                           transform=Affine(0.2, 0, 500000 + k, 0, -0.2, 5400000)) as ds:
+            ds.write(np.zeros((2, 16, 16 + k), np.float32))
+            ds.descriptions = ("a", None)
+        paths.append(str(path))
+    first = open_tiles(paths)
+    (tmp_path / "out").mkdir()
+    db = JobDB.open(tmp_path / "out")
+    db.save_grids(first)
+    target = tmp_path / "t1.tif"
+    stat = target.stat()
+    target.write_bytes(b"\0" * stat.st_size)  # same size...
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and mtime
+    again = open_tiles(paths, known=db.grids())
+    for a, b in zip(first, again):  # the same grids, CRS, bands, NaN nodata included
+        assert (a.path, a.width, a.crs, a.transform, a.dtypes, a.descriptions, a.fingerprint) == (
+            b.path, b.width, b.crs, b.transform, b.dtypes, b.descriptions, b.fingerprint)
+        assert (a.nodata == b.nodata) or (a.nodata != a.nodata and b.nodata != b.nodata)
+    assert again[1].ok  # from the database: the garbage was not read
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert not open_tiles(paths, known=db.grids())[1].ok  # touched: opened, found broken
+    db.close()
