@@ -312,6 +312,8 @@ def _prepare_out_dir(out_dir) -> Path:
 def _check_names(tiles: list[Tile], out: Path) -> None:
     """Outputs are named after the tiles: names must be distinct and never an input."""
     seen: dict[str, str] = {}
+    out_real = os.path.realpath(out)
+    real_dirs: dict[str, str] = {}  # one realpath per input folder, not per tile
     for tile in tiles:
         stem = tile.stem
         if stem in RESERVED:
@@ -321,7 +323,10 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
             raise InputError(f"two tiles would write out/{stem}.tif (also {seen[stem]}); "
                              "rename one", tile.path)
         seen[stem] = tile.path
-        if (out / f"{stem}.tif").resolve() == Path(tile.path).resolve():
+        folder = os.path.dirname(tile.path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        if real_dirs[folder] == out_real and os.path.basename(tile.path) == f"{stem}.tif":
             raise OutputError("the output directory holds the inputs: the class raster would "
                               "replace its tile; choose another -o", tile.path)
 
@@ -366,8 +371,8 @@ def _vector_options(options: BatchOptions) -> dict:
     return {"simplify": options.simplify, "min_area": options.min_area}
 
 
-def _input_vrt(out: Path, tile: Tile) -> Path:
-    return out / INTERNAL_DIR / INPUTS_DIR / f"{tile.stem}.vrt"
+def _input_vrt(out: Path, stem: str) -> str:
+    return os.path.join(out, INTERNAL_DIR, INPUTS_DIR, f"{stem}.vrt")
 
 
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_Planned]:
@@ -382,17 +387,18 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_P
             contexts.update(zip(map(id, mosaic.tiles), context_tiles(mosaic, size)))
     plans = []
     for tile in tiles:
+        stem = tile.stem
         source, region, context = tile.path, None, [tile]
         if id(tile) in contexts:
-            source = str(_input_vrt(out, tile))
+            source = _input_vrt(out, stem)
             region = (tile.row, tile.col, tile.height, tile.width)
             context = contexts[id(tile)]
-        outputs = {"classes": f"{tile.stem}.tif"}
+        outputs = {"classes": f"{stem}.tif"}
         if options.vector:
-            outputs["vector"] = f"{tile.stem}.gpkg"
+            outputs["vector"] = f"{stem}.gpkg"
         job = TileJob(key=tile.path, source=source, region=region,
-                      output=str(out / outputs["classes"]),
-                      vector=str(out / outputs["vector"]) if options.vector else None,
+                      output=os.path.join(out, outputs["classes"]),
+                      vector=os.path.join(out, outputs["vector"]) if options.vector else None,
                       model=spec, bands=options.bands, tile=size, overlap=overlap,
                       blend=options.blend, batch_size=options.batch_size,
                       vector_options=_vector_options(options))

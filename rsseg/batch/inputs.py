@@ -54,7 +54,8 @@ class Tile:
 
     @property
     def stem(self) -> str:
-        return Path(self.path).stem
+        # os.path, not pathlib: planning asks this of 100,000 tiles several times
+        return os.path.splitext(os.path.basename(self.path))[0]
 
 
 @dataclass

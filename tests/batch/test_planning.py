@@ -210,3 +210,19 @@ def test_gdal_virtual_paths_are_kept_and_opened(tmp_path):
     assert all(t.ok for t in tiles), [t.error for t in tiles]
     [mosaic] = group_mosaics(tiles)
     assert (mosaic.width, mosaic.height) == (32, 16)
+
+
+def test_output_folder_holding_the_inputs_is_refused(tmp_path, capsys):
+    """Class rasters are named after their tiles: -o the input folder (here through a
+    symlink) would replace the tiles."""
+    from rsseg.cli import run
+
+    city = tmp_path / "city"
+    city.mkdir()
+    write_tile(city / "a.tif", 1, Affine(PX, 0, 500000, 0, -PX, 5400000))
+    (tmp_path / "link").symlink_to(city)
+    assert run(["batch", str(city / "*.tif"), "-o", str(tmp_path / "link"), "--model",
+                "baff_skipnet", "--weights", "random"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds the inputs" in err[0] and "a.tif" in err[0]
+    assert sorted(os.listdir(city)) == ["a.tif"]
