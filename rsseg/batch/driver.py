@@ -191,49 +191,54 @@ def _dry_run(tiles: list[Tile], out: Path, options: BatchOptions, summary: Batch
     _, settings = _settings(tiles, options)
     plans = _plan(tiles, mosaics, out, options, settings)
     db = JobDB.read(out) if out.is_dir() else None
-    failed_before, per_window = set(), None
-    try:
-        done = [] if db is None or options.overwrite else [
-            p for p in plans if db.is_done(p.tile.path, p.checksum, out)]
-        if db is not None:
+    done, failed_before, per_window = set(), set(), None
+    if db is not None:
+        try:
+            if not options.overwrite:
+                done = {p.tile.path for p in plans if db.is_done(p.tile.path, p.checksum, out)}
             failed_before = set(db.tiles("failed"))
             per_window = db.seconds_per_window()
-    finally:
-        if db is not None:
+        finally:
             db.close()
-    done_keys = {p.tile.path for p in done}
-    todo = [p for p in plans if p.tile.path not in done_keys]
+    todo = [p for p in plans if p.tile.path not in done]
+    lines = _plan_lines(tiles, mosaics, todo, len(done),
+                        len(failed_before & {p.tile.path for p in todo}), settings, options, out)
+    if per_window:
+        from rsseg.batch.status import duration_text
+
+        windows = sum(p.windows for p in todo)
+        lines.insert(3, f"plan: about {duration_text(windows * per_window)} of worker time at "
+                        f"the {per_window * 1000:.1f} ms per window earlier runs took")
+    lines.append(f"plan: planned in {time.perf_counter() - t0:.1f} s; nothing was run "
+                 "(--dry-run)")
+    summary.plan = lines
+    return summary
+
+
+def _plan_lines(tiles, mosaics, todo, done: int, failed_before: int, settings: dict,
+                options: BatchOptions, out: Path) -> list[str]:
     unreadable = [t for t in tiles if not t.ok]
-    windows = sum(p.windows for p in todo)
     grids = {(m.tiles[0].crs, m.tiles[0].transform.a, m.tiles[0].transform.e) for m in mosaics}
     largest = max(mosaics, key=lambda m: len(m.tiles))
+    vector = options.vector
     lines = [
         f"plan: {len(tiles)} input tile(s), {len(unreadable)} unreadable (they will be "
         "reported as failed)",
         f"plan: {len(mosaics)} mosaic(s) on {len(grids)} grid(s); the largest has "
         f"{len(largest.tiles)} tile(s), {largest.width} x {largest.height} px",
-        f"plan: {len(todo)} tile(s) to predict ({len(failed_before & {p.tile.path for p in todo})}"
-        f" failed before), {len(done)} already done; {windows} window(s) of "
-        f"{settings['tile']} px, overlap {settings['overlap']}, model {settings['model']}",
+        f"plan: {len(todo)} tile(s) to predict ({failed_before} failed before), {done} already "
+        f"done; {sum(p.windows for p in todo)} window(s) of {settings['tile']} px, overlap "
+        f"{settings['overlap']}, model {settings['model']}",
+        f"plan: outputs in {out}: one class raster per tile" + (" and GeoPackage" if vector else "")
+        + ", mosaic.vrt" + (", mosaic.gpkg" if vector else "") + f", {DB_NAME}",
     ]
-    if per_window:
-        from rsseg.batch.status import duration_text
-
-        lines.append(f"plan: about {duration_text(windows * per_window)} of worker time at the "
-                     f"{per_window * 1000:.1f} ms per window earlier runs took")
-    lines.append(f"plan: outputs in {out}: one class raster per tile"
-                 + (" and GeoPackage" if options.vector else "") + ", mosaic.vrt"
-                 + (", mosaic.gpkg" if options.vector else "") + f", {DB_NAME}")
     state = None if options.resume or options.overwrite else _job_state_file(out)
     if state is not None:
         lines.append(f"plan: {state} records an earlier run: pass --resume or --overwrite")
     lines += [f"plan: unreadable: {t.error}" for t in unreadable[:10]]
     if len(unreadable) > 10:
         lines.append(f"plan: ... and {len(unreadable) - 10} more unreadable")
-    lines.append(f"plan: planned in {time.perf_counter() - t0:.1f} s; nothing was run "
-                 "(--dry-run)")
-    summary.plan = lines
-    return summary
+    return lines
 
 
 def _known_grids(out: Path, options: BatchOptions) -> dict:
