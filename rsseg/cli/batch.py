@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import common_options, parse_bands, seed_option, stac_option, window_options
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -30,7 +30,7 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.option("--simplify", type=click.FloatRange(min=0), default=None,
               help="With --vector: coverage simplification tolerance in map units.")
 @click.option("--min-area", type=click.FloatRange(min=0), default=None,
-              help="With --vector: merge polygons smaller than this (map units squared).")
+              help="With --vector: merge polygons smaller than this (m²).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Worker processes of the local Dask cluster (ignored with --scheduler).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -43,10 +43,11 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (mosaics, tiles to do / done / failed, windows) and exit "
                    "without starting a cluster or writing anything.")
+@stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, batch_size, device,
-          vector, simplify, min_area, workers, threads, scheduler, resume, dry_run, seed,
+          vector, simplify, min_area, workers, threads, scheduler, resume, dry_run, stac, seed,
           overwrite, progress, progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
@@ -82,6 +83,10 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
                            overwrite=overwrite, progress=progress_mode(progress, progress_json),
                            dry_run=dry_run)
     summary = run_batch(inputs, out_dir, options)
+    if stac and not dry_run:  # an Item per finished tile and mosaic.stac.json, a Collection over them
+        from rsseg.io.stac import write_batch_stac
+
+        write_batch_stac(out_dir, model_name, weights)
     for line in summary.lines():
         click.echo(f"rsseg: {line}", err=True)
     return 1 if summary.failed else 0

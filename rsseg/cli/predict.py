@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import DEFAULT_TILE, common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import (DEFAULT_TILE, common_options, parse_bands, seed_option,
+                               stac_option, window_options)
 
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 
@@ -70,10 +71,11 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
 @click.option("--vector", "vector", default=None, metavar="PATH",
               help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
                    "with mean_confidence when --probs is given).")
+@stac_option
 @seed_option
 @common_options
 def predict(input, output, model_name, weights, bands, band_files, dsm, align, tile, overlap,
-            blend, batch_size, device, probs, backend, vector, seed, overwrite, progress,
+            blend, batch_size, device, probs, backend, vector, stac, seed, overwrite, progress,
             progress_json):
     """Predict land-cover classes for the GeoTIFF INPUT and write them to OUTPUT as a COG
     with the same CRS, transform and shape, a colour table, class names and nodata 255.
@@ -102,6 +104,10 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
 
         check_output_path(vector, overwrite)
         check_output_path(qml_sidecar_path(vector), overwrite)
+    if stac:
+        from rsseg.io.stac import check_item_path
+
+        check_item_path(output, overwrite)
     if backend == "onnx" and weights in (None, "random"):
         raise click.BadParameter("--backend onnx needs an exported model: --weights MODEL.onnx "
                                  "(see `rsseg export`)", param_hint="--weights")
@@ -150,3 +156,10 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
 
         vectorize_raster(output, vector, probs=probs, overwrite=overwrite,
                          progress=progress_mode(progress, progress_json))
+    if stac:
+        from rsseg.io.stac import provenance, write_output_item
+
+        name = resolved.predictor.info.model_name if backend == "onnx" else model_name
+        write_output_item(output, classes_raster=output, confidence=probs, vector=vector,
+                          classes=resolved.classes, overwrite=overwrite,
+                          provenance=provenance(name, weights, input))
