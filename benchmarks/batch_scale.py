@@ -192,7 +192,8 @@ def main() -> None:
             print(f"run {n} tiles ({got['failed']} failed), {args.workers} workers: "
                   f"{got['wall']:.1f} s wall; driver CPU {got['tile_phase_cpu'] / n * 1e3:.1f} "
                   f"ms/tile while tiles run (goal <= 20; {got['driver_cpu'] / n * 1e3:.1f} with "
-                  "planning and start-up); database commits {got['commit_seconds'] / n * 1e3:.2f} ms/tile "
+                  f"planning and start-up); database commits {got['commit_seconds'] / n * 1e3:.2f} "
+                  "ms/tile "
                   f"(max {got['commit_max'] * 1e3:.1f} ms; goal <= 2); workers "
                   f"{got['worker_seconds'] / n * 1e3:.1f} ms/tile; peak RSS {got['rss_mb']:.0f} MB")
 
