@@ -40,6 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rsseg.batch.bandfiles import TileExtras
 from rsseg.batch.inputs import (Mosaic, Tile, aligned, context_tiles, group_mosaics,
                                 is_virtual, layout, open_tiles, resolve_inputs)
 from rsseg.batch.jobdb import LEGACY_NAME, NAME as DB_NAME, JobDB, digest, fingerprint, now
@@ -52,6 +53,7 @@ from rsseg.progress import Progress
 RESERVED = {"mosaic", "manifest"}
 INTERNAL_DIR = ".rsseg"
 INPUTS_DIR = "inputs"
+CONFIDENCE_DIR = "confidence"  # --probs: out/confidence/<stem>.tif and out/confidence.vrt
 MAX_ATTEMPTS = 2  # a failing tile is retried once
 # Tasks in flight per worker: enough to keep every worker fed while results come
 # back, few enough that the scheduler never holds one future per tile.
@@ -65,6 +67,9 @@ class BatchOptions:
     weights: str | None = None
     seed: int = 0
     bands: tuple[int, ...] | None = None
+    band_files: tuple = ()  # rsseg.io.scene.BandFile, a path may hold {stem}; --dsm is last
+    align: bool = False
+    probs: bool = False
     tile: int | None = None
     overlap: int | None = None
     blend: str = "cosine"
@@ -76,6 +81,7 @@ class BatchOptions:
     workers: int = 2
     threads: int = 1
     scheduler: str | None = None
+    connect_timeout: float = 10.0
     resume: bool = False
     overwrite: bool = False
     progress: str = "off"
@@ -122,25 +128,34 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     summary = BatchSummary(run_id=uuid.uuid4().hex[:12])
     tiles = open_tiles(resolve_inputs(inputs), known=_known_grids(out, options))
     _check_names(tiles, out)
-    if options.dry_run:
-        return _dry_run(tiles, out, options, summary, t0)
-    _check_existing(tiles, out, options)
+    if not options.dry_run:
+        _check_existing(tiles, out, options)
+    extras = TileExtras(options.band_files, options.bands, options.align, tiles)
     mosaics = group_mosaics(tiles)
-    resolved, settings = _settings(tiles, options)
+    extras.check_mosaics(mosaics, out / INTERNAL_DIR)
+    _, settings = _settings(tiles, options, extras)
+    if options.dry_run:
+        return _dry_run(tiles, mosaics, extras, settings, out, options, summary, t0)
+    if options.scheduler:  # a wrong address fails here, within the timeout, leaving nothing
+        from rsseg.batch.cluster import probe_scheduler, scheduler_address
+
+        probe_scheduler(scheduler_address(options.scheduler), options.connect_timeout)
     _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
-    plans = _plan(tiles, mosaics, out, options, settings)
+    if options.probs:
+        (out / CONFIDENCE_DIR).mkdir(exist_ok=True)
+    plans = _plan(tiles, mosaics, out, options, settings, extras)
     if options.overwrite:
         _remove_job_state(out)
     db = JobDB.open(out)
     try:
-        _run(db, tiles, mosaics, plans, out, options, settings, summary, t0)
+        _run(db, tiles, mosaics, extras, plans, out, options, settings, summary, t0)
     finally:
         db.close()
     return summary
 
 
-def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, settings: dict,
-         summary: BatchSummary, t0: float) -> None:
+def _run(db: JobDB, tiles, mosaics, extras: TileExtras, plans, out: Path,
+         options: BatchOptions, settings: dict, summary: BatchSummary, t0: float) -> None:
     from rsseg.batch.cluster import ClusterStarter
 
     timings: dict[str, float] = {}
@@ -149,12 +164,14 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
     queued = {id(p) for p in todo}
     summary.skipped = [p.tile.path for p in plans if id(p) not in queued]
     # Workers start (and import torch) on a thread while the driver prepares the run.
-    starter = ClusterStarter(options.workers, options.threads, options.scheduler) if todo else None
+    starter = ClusterStarter(options.workers, options.threads, options.scheduler, options.device,
+                             options.connect_timeout) if todo else None
     try:
-        remove_partials(out, stems)
+        _remove_partials(out, stems)
         for folder in (PARTS_DIR, INPUTS_DIR):  # what a killed run left
             shutil.rmtree(out / INTERNAL_DIR / folder, ignore_errors=True)
             (out / INTERNAL_DIR / folder).mkdir()
+        extras.write_vrts()
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
                "workers": options.workers, "threads": options.threads,
                "scheduler": options.scheduler or "local", "tiles": len(todo)}
@@ -177,7 +194,7 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
     finally:
         if starter is not None:
             starter.stop()
-        remove_partials(out, stems)
+        _remove_partials(out, stems)
         for folder in (PARTS_DIR, INPUTS_DIR):
             shutil.rmtree(out / INTERNAL_DIR / folder, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
@@ -185,12 +202,10 @@ def _run(db: JobDB, tiles, mosaics, plans, out: Path, options: BatchOptions, set
     db.finish_run(summary.run_id, timings)
 
 
-def _dry_run(tiles: list[Tile], out: Path, options: BatchOptions, summary: BatchSummary,
-             t0: float) -> BatchSummary:
+def _dry_run(tiles: list[Tile], mosaics, extras: TileExtras, settings: dict, out: Path,
+             options: BatchOptions, summary: BatchSummary, t0: float) -> BatchSummary:
     """Plan as a run would, write nothing, and describe the plan in ``summary.plan``."""
-    mosaics = group_mosaics(tiles)
-    _, settings = _settings(tiles, options)
-    plans = _plan(tiles, mosaics, out, options, settings)
+    plans = _plan(tiles, mosaics, out, options, settings, extras)
     db = JobDB.read(out) if out.is_dir() else None
     done, failed_before, per_window = set(), set(), None
     if db is not None:
@@ -240,6 +255,12 @@ def _plan_lines(tiles, mosaics, todo, done: int, failed_before: int, settings: d
     if len(unreadable) > 10:
         lines.append(f"plan: ... and {len(unreadable) - 10} more unreadable")
     return lines
+
+
+def _remove_partials(out: Path, stems: set[str]) -> None:
+    remove_partials(out, stems)
+    if (out / CONFIDENCE_DIR).is_dir():
+        remove_partials(out / CONFIDENCE_DIR, stems)
 
 
 def _known_grids(out: Path, options: BatchOptions) -> dict:
@@ -333,14 +354,14 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
                               "replace its tile; choose another -o", tile.path)
 
 
-def _settings(tiles: list[Tile], options: BatchOptions):
+def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     """Resolve the model once here (bad names or weights fail before any cluster starts)."""
     from rsseg.predict.predictor import resolve_model
 
     readable = [t for t in tiles if t.ok]
     if not readable:
         raise InputError(f"no input tile can be read; first problem: {tiles[0].error}")
-    in_channels = len(options.bands) if options.bands else readable[0].count
+    in_channels = (len(options.bands) if options.bands else readable[0].count) + extras.channels
     resolved = resolve_model(options.model, options.weights, in_channels, seed=options.seed)
     tile = options.tile or int(resolved.tile.get("size") or 512)
     overlap = options.overlap
@@ -365,7 +386,8 @@ def _settings(tiles: list[Tile], options: BatchOptions):
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
-                "vector": _vector_options(options) if options.vector else None}
+                "vector": _vector_options(options) if options.vector else None,
+                **extras.settings(), **({"probs": True} if options.probs else {})}
     return resolved, settings
 
 
@@ -377,7 +399,8 @@ def _input_vrt(out: Path, stem: str) -> str:
     return os.path.join(out, INTERNAL_DIR, INPUTS_DIR, f"{stem}.vrt")
 
 
-def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_Planned]:
+def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
+          extras: TileExtras) -> list[_Planned]:
     spec = ModelSpec(options.model, settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device)
     size, overlap = settings["tile"], settings["overlap"]
@@ -398,13 +421,17 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_P
         outputs = {"classes": f"{stem}.tif"}
         if options.vector:
             outputs["vector"] = f"{stem}.gpkg"
+        if options.probs:
+            outputs["confidence"] = f"{CONFIDENCE_DIR}/{stem}.tif"
         job = TileJob(key=tile.path, source=source, region=region,
                       output=os.path.join(out, outputs["classes"]),
                       vector=os.path.join(out, outputs["vector"]) if options.vector else None,
                       model=spec, bands=options.bands, tile=size, overlap=overlap,
                       blend=options.blend, batch_size=options.batch_size,
-                      vector_options=_vector_options(options))
-        inputs = {t.path: fingerprints(t.path) for t in context}
+                      vector_options=_vector_options(options),
+                      band_files=extras.for_tile(tile), align=options.align,
+                      probs=os.path.join(out, outputs["confidence"]) if options.probs else None)
+        inputs = {p: fingerprints(p) for p in [t.path for t in context] + extras.files(context)}
         checksum = digest({"settings": settings_hash, "inputs": inputs, "region": region,
                            "outputs": outputs})
         windows = _window_count(tile, mosaics[tile.mosaic] if tile.ok else None, size, overlap)
@@ -457,7 +484,8 @@ def _check_existing(tiles: list[Tile], out: Path, options: BatchOptions) -> None
     """Without --resume or --overwrite, an output directory holding a batch is refused."""
     if options.resume or options.overwrite:
         return
-    candidates = [out / f"{t.stem}.{ext}" for t in tiles for ext in ("tif", "gpkg")]
+    candidates = [out / name for t in tiles
+                  for name in (f"{t.stem}.tif", f"{t.stem}.gpkg", f"{CONFIDENCE_DIR}/{t.stem}.tif")]
     state = _job_state_file(out)
     if state is not None:
         candidates.insert(0, state)
@@ -471,8 +499,8 @@ def _job_state_file(out: Path) -> Path | None:
     """The job database (or old manifest) in ``out`` if it records a finished tile.
 
     A run that stopped before its first tile (a scheduler that could not be reached,
-    Ctrl-C while workers started) left nothing to protect, and must not make the next
-    run ask for --resume.
+    Ctrl-C while workers started) or whose tiles all failed (e.g. no GPU on the workers)
+    left nothing to protect, and must not make the next run ask for --resume.
     """
     try:
         db = JobDB.read(out) if out.is_dir() else None
@@ -660,9 +688,9 @@ def _write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
     checksum = digest({"tiles": sorted((p.tile.path, p.checksum) for p in members),
                        "vector": vector_opts if options.vector else None})
     previous = db.mosaic
-    vrt, gpkg = out / "mosaic.vrt", out / "mosaic.gpkg"
+    vrt, gpkg, conf = out / "mosaic.vrt", out / "mosaic.gpkg", out / f"{CONFIDENCE_DIR}.vrt"
     up_to_date = previous.get("checksum") == checksum and vrt.is_file() and (
-        not options.vector or gpkg.is_file())
+        not options.vector or gpkg.is_file()) and (not options.probs or conf.is_file())
     summary.mosaic = vrt
     summary.vector = gpkg if options.vector else None
     if up_to_date:
@@ -670,6 +698,9 @@ def _write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
             bar.update(1)
         return
     _class_vrt(vrt, [p.tile for p in members], out, options)
+    if options.probs:
+        _confidence_vrt(conf, [p.tile for p in members], out)
+        vector_opts = dict(vector_opts, probs=str(conf))
     if options.vector:
         from rsseg.batch.worker import vectorize_mosaic
 
@@ -680,8 +711,22 @@ def _write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
             vectorize_mosaic(str(vrt), str(gpkg), vector_opts)
         bar.update(1)
     db.set_mosaic({"vrt": vrt.name, "vector": gpkg.name if options.vector else None,
-                   "tiles": len(members), "checksum": checksum, "run_id": summary.run_id,
+                   "confidence": conf.name if options.probs else None, "tiles": len(members), "checksum": checksum, "run_id": summary.run_id,
                    "finished": now()})
+
+
+def _confidence_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
+    from rsseg.io.cog import confidence_metadata
+    from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
+    from rsseg.predict.sinks import CONFIDENCE_NODATA
+
+    offsets, width, height, transform = layout(tiles)
+    sources = [VrtSource(str(out / CONFIDENCE_DIR / f"{t.stem}.tif"), col, row, t.width, t.height)
+               for t, (col, row) in zip(tiles, offsets)]
+    meta = confidence_metadata()
+    band = VrtBand("uint8", CONFIDENCE_NODATA, meta["description"], None, meta["band_tags"])
+    write_mosaic_vrt(path, sources, width, height, tiles[0].crs, transform, [band],
+                     tags=meta["tags"], relative=True)
 
 
 def _class_vrt(path: Path, tiles: list[Tile], out: Path, options: BatchOptions) -> None:

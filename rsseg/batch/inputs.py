@@ -69,8 +69,18 @@ class Mosaic:
     transform: object = None
 
 
-def resolve_inputs(spec: str) -> list[str]:
-    """Absolute tile paths named by ``spec`` (glob, list file, VRT or tile index), in order."""
+def resolve_inputs(spec) -> list[str]:
+    """Absolute tile paths named by ``spec`` (glob, list file, VRT or tile index), in order.
+
+    ``spec`` may also be several of these (a list): an unquoted glob, which the shell
+    expanded into the files it matches, arrives that way. Their tiles are joined.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        specs = [str(s) for s in spec]
+        if not specs:
+            raise InputError("no input given (a glob, a list file, a VRT or a tile index)")
+        return _unique([p for one in specs for p in resolve_inputs(one)])
+    spec = str(spec)
     path = Path(spec)
     if any(ch in spec for ch in "*?[") and not path.exists():
         found = sorted(glob.glob(spec, recursive=True))
@@ -323,7 +333,7 @@ def _grids(tiles: list[Tile]) -> list[list[int]]:
     """Indices of ``tiles`` by pixel grid and band layout (tiles one VRT can read together)."""
     grids: dict[tuple, list[tuple[Tile, list[int]]]] = {}
     for i, tile in enumerate(tiles):
-        candidates = grids.setdefault((tile.count, tile.dtypes, _nodata_key(tile.nodata)), [])
+        candidates = grids.setdefault(_band_layout(tile), [])
         for reference, members in candidates:
             if aligned(reference, tile):
                 members.append(i)
@@ -333,8 +343,15 @@ def _grids(tiles: list[Tile]) -> list[list[int]]:
     return [members for candidates in grids.values() for _, members in candidates]
 
 
-def _nodata_key(nodata):
-    return "nan" if nodata is not None and nodata != nodata else nodata
+def _band_layout(tile: Tile) -> tuple:
+    """Band count, types and nodata (NaN equal to NaN): what one VRT needs to be the same."""
+    nodata = tile.nodata
+    return tile.count, tuple(tile.dtypes), "nan" if nodata is not None and nodata != nodata else nodata
+
+
+def same_grid(a: Tile, b: Tile) -> bool:
+    """Aligned, with the same bands (count, types, nodata): one VRT can read both."""
+    return _band_layout(a) == _band_layout(b) and aligned(a, b)
 
 
 def pixel_boxes(tiles: list[Tile], grow: float = 0.0):

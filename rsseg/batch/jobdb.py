@@ -276,9 +276,10 @@ class JobDB:
         return all((out_dir / rel).is_file() for rel in hit[1].values())
 
     def records_tiles(self) -> bool:
-        """Has any tile finished (done or failed)? Pending rows alone protect nothing."""
+        """Is any tile done? Pending rows, and failed ones (e.g. workers without the GPU
+        asked for), leave no output to protect."""
         return self.conn.execute(
-            "SELECT 1 FROM tiles WHERE status != 'pending' LIMIT 1").fetchone() is not None
+            "SELECT 1 FROM tiles WHERE status = 'done' LIMIT 1").fetchone() is not None
 
     def counts(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT status, count(*) FROM tiles GROUP BY status"))

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import (DEFAULT_TILE, common_options, parse_bands, seed_option,
-                               stac_option, window_options)
+from rsseg.cli.options import (DEFAULT_TILE, common_options, parse_band_files, parse_bands,
+                               seed_option, stac_option, window_options)
 
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
-
-
-def _parse_band_files(ctx, param, values):
-    """Each ``PATH[:BANDS]`` -> :class:`rsseg.io.scene.BandFile`."""
-    from rsseg.io.scene import parse_band_file
-
-    try:
-        return tuple(parse_band_file(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _check_distinct_outputs(inputs, output, probs, vector) -> None:
@@ -46,7 +36,7 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
 @click.option("--bands", callback=parse_bands, default=None, metavar="1,2,3",
               help="1-based bands to read, repeats allowed (e.g. 1,1,1 for a pan image and an "
                    "RGB model). Default: all bands.")
-@click.option("--band-file", "band_files", multiple=True, callback=_parse_band_files,
+@click.option("--band-file", "band_files", multiple=True, callback=parse_band_files,
               metavar="PATH[:BANDS]",
               help="Append bands from another file on the scene's grid, after --bands "
                    "(repeatable; BANDS 1-based, e.g. ir.tif or rgbi.tif:4; default: all its "

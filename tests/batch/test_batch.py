@@ -373,6 +373,7 @@ def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
                            cluster.scheduler_address, "--no-progress", *MODEL)
         assert status == 0, stderr.getvalue()
         assert f"cluster at {cluster.scheduler_address}: 1 worker(s)" in stderr.getvalue()
+        assert "dashboard" not in stderr.getvalue()  # this cluster runs none
         tiles = load_manifest(out)["tiles"]
         assert {t["worker"] for t in tiles.values()} == {worker}
         assert load_manifest(out)["runs"][0]["scheduler"] == cluster.scheduler_address
@@ -419,7 +420,8 @@ def test_sigint_stops_cleanly(mosaic_run, tmp_path):
 
 def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     """Fewer tiles than workers: the tile runs as row bands on both workers, stitched into
-    the same COG one task would write (pixels, grid, classes), with nothing left behind."""
+    the same COG one task would write (pixels, grid, classes; confidences with --probs),
+    with nothing left behind."""
     from rsseg.io.cog import read_classes, validate_cog
     from rsseg.predict.predictor import TorchPredictor, resolve_model
 
@@ -427,15 +429,20 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     tile.parent.mkdir()
     write_synthetic_scene(tile, T, 520, seed=5, origin=(X0, Y0))
     out = tmp_path / "out"
-    assert rsseg("batch", tile, "-o", out, "--workers", 2, "--no-progress", *MODEL) == 0
+    assert rsseg("batch", tile, "-o", out, "--workers", 2, "--probs", "--no-progress",
+                 *MODEL) == 0
     entry = load_manifest(out)["tiles"][str(tile)]
     assert entry["status"] == "done" and len(entry["bands"]) == 2
     assert len({band["pid"] for band in entry["bands"]}) == 2  # one band on each worker
     resolved = resolve_model("baff_skipnet", "random", 4, seed=0)
     predictor = TorchPredictor(resolved.model, "cpu", num_classes=6)
-    predict_scene(tile, tmp_path / "whole.tif", predictor, None, tile=64, overlap=16)
+    predict_scene(tile, tmp_path / "whole.tif", predictor, None, tile=64, overlap=16,
+                  probs=tmp_path / "whole_conf.tif")
     got, whole = out / "tall.tif", tmp_path / "whole.tif"
     np.testing.assert_array_equal(read(got), read(whole))
+    np.testing.assert_array_equal(read(out / "confidence" / "tall.tif"),
+                                  read(tmp_path / "whole_conf.tif"))
+    assert validate_cog(out / "confidence" / "tall.tif") == []
     with rasterio.open(got) as a, rasterio.open(whole) as b:
         assert (a.crs, a.transform, a.shape, a.nodata) == (b.crs, b.transform, b.shape, b.nodata)
         assert a.colormap(1) == b.colormap(1) and a.tags(1) == b.tags(1)
@@ -449,9 +456,9 @@ def legacy_manifest(data: dict) -> dict:
 
 
 def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_path):
-    """E.g. an unreachable --scheduler: the database holds the run and its pending tiles
-    but no finished one, so the next run (with the right address) needs no --resume; a
-    database (or an old manifest.json) with a finished tile still does."""
+    """E.g. Ctrl-C while the workers start: the database holds the run and its pending
+    tiles but no finished one, so the next run needs no --resume; nor when every tile
+    failed; a database (or an old manifest.json) with a done tile still does."""
     from rsseg.batch.driver import BatchOptions, _check_existing
     from rsseg.batch.inputs import Tile
     from rsseg.errors import OutputError
@@ -466,7 +473,10 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
                                                                           "outputs")}}
                                          for k, e in data["tiles"].items()])
     _check_existing(tiles, out, BatchOptions())
+    # every tile failed (e.g. --device cuda on workers without a GPU): nothing to protect
     key, entry = next(iter(data["tiles"].items()))
+    db.record(key, dict(entry, status="failed", error="no GPU"))
+    _check_existing(tiles, out, BatchOptions())
     db.record(key, entry)
     db.close()
     with pytest.raises(OutputError, match="batch.sqlite: .*--resume"):
@@ -476,7 +486,8 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
         _check_existing(tiles, out, BatchOptions())
     for name in ("batch.sqlite", "batch.sqlite-wal", "batch.sqlite-shm"):
         (out / name).unlink(missing_ok=True)
-    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles={}))))
+    failed = {k: dict(e, status="failed") for k, e in data["tiles"].items()}
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles=failed))))
     _check_existing(tiles, out, BatchOptions())
     (out / "manifest.json").write_text(json.dumps(legacy_manifest(data)))
     with pytest.raises(OutputError, match="manifest.json: .*--resume"):
