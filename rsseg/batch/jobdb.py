@@ -115,6 +115,8 @@ class JobDB:
         path = out / NAME
         legacy = None if path.exists() else read_legacy_manifest(out)
         try:
+            if not path.exists():
+                _create_file(path)
             conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -369,6 +371,23 @@ class JobDB:
             for key, entry in data.get("tiles", {}).items():
                 if isinstance(entry, dict) and entry.get("status") in ("done", "failed"):
                     self._upsert(key, {"inputs": {}, "outputs": {}, "checksum": "", **entry})
+
+
+def _create_file(path: Path) -> None:
+    """A new, empty database with its tables, put in place by a rename: a reader
+    (``rsseg batch-status`` while the job starts) never sees a file without them."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db = JobDB(conn, tmp)
+            db._create()
+        finally:
+            conn.close()
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def read_legacy_manifest(out: Path) -> dict | None:
