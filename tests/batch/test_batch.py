@@ -474,7 +474,7 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
                                          for k, e in data["tiles"].items()])
     _check_existing(tiles, out, BatchOptions())
     # every tile failed (e.g. --device cuda on workers without a GPU): nothing to protect
-    key, entry = next(iter(data["tiles"].items()))
+    key, entry = next((k, e) for k, e in data["tiles"].items() if e["status"] == "done")
     db.record(key, dict(entry, status="failed", error="no GPU"))
     _check_existing(tiles, out, BatchOptions())
     db.record(key, entry)
