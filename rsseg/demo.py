@@ -78,14 +78,14 @@ def _check_model(model: str, weights) -> None:
     from rsseg.checkpoint import load_checkpoint
     from rsseg.predict.predictor import check_model_name
 
-    check_model_name(model)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
+    from rsseg.weights.bundled import resolve_weights
 
-        weights = bundled_weights(model)
-        if weights is None:
-            raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
-    load_checkpoint(weights)
+    check_model_name(model)
+    weights = resolve_weights(model, weights)
+    if weights is None:
+        raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
+    if weights != "random":
+        load_checkpoint(weights)
 
 
 def _prepare_dir(out: Path) -> DemoFiles:

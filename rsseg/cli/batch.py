@@ -16,8 +16,8 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.option("--model", "model_name", default="bafnet", show_default=True,
               help="Network name (see `rsseg models`).")
 @click.option("--weights", default=None,
-              help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
-                   "Default: the weights bundled for --model.")
+              help="A bundled tag (rsseg models), a checkpoint file, or 'random' for untrained "
+                   "weights seeded by --seed. Default: the model's default bundled tag.")
 @click.option("--bands", callback=parse_bands, default=None,
               help="1-based bands to read from every tile, repeats allowed. Default: all.")
 @click.option("--band-file", "band_files", multiple=True, callback=parse_band_files,
@@ -98,7 +98,11 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
         raise click.BadParameter("needs --vector", param_hint="--simplify/--min-area")
     if tile is not None and overlap is not None and overlap >= tile:
         raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
+    from rsseg.weights.bundled import looks_like_tag, resolve_weights
+
     check_model_name(model_name)
+    if weights is not None and looks_like_tag(weights) and weights != "random":
+        weights = resolve_weights(model_name, weights)  # the tag's file: workers load a path
     if device == "cuda" and not scheduler:  # local workers: this machine's GPU, checked now
         from rsseg.predict.predictor import resolve_device
 
