@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 import rasterio
 
 from rsseg.batch.inputs import group_mosaics, open_tiles, resolve_inputs
-from rsseg.batch.manifest import Manifest
+from rsseg.batch.jobdb import JobDB
 from rsseg.io.vrt import input_mosaic_vrt
 from rsseg.cli import run as rsseg_run
 from rsseg.predict.engine import predict_scene
@@ -90,7 +91,12 @@ def read(path) -> np.ndarray:
 
 
 def load_manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+    """The job database's content (read-only, as `rsseg batch-status --json --tiles` does)."""
+    db = JobDB.read(out)
+    try:
+        return db.export()
+    finally:
+        db.close()
 
 
 def partial_files(folder: Path) -> list[str]:
@@ -238,11 +244,12 @@ def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path, monkeypa
 def test_manifest_checksum_follows_inputs_and_settings(mosaic_run, tmp_path):
     out = mosaic_run["out"]
     data = load_manifest(out)
-    manifest = Manifest.load(out, data["settings"])
+    db = JobDB.read(out)
     key = str(mosaic_run["tiles"][0])
     checksum = data["tiles"][key]["checksum"]
-    assert manifest.is_done(key, checksum, out)
-    assert not manifest.is_done(key, "0" * 64, out)
+    assert db.is_done(key, checksum, out)
+    assert not db.is_done(key, "0" * 64, out)
+    db.close()
     # the tile's neighbours are part of its inputs (their pixels are its context)
     assert set(data["tiles"][key]["inputs"]) == {str(t) for t in mosaic_run["tiles"]}
 
@@ -261,8 +268,9 @@ def wait_for_first_recorded_tile(proc, out, timeout: float = 240):
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             children = psutil.Process(proc.pid).children(recursive=True) or children
-            recorded = load_manifest(out)["tiles"]
-        except (OSError, ValueError, KeyError, psutil.Error):
+            recorded = {k: v for k, v in load_manifest(out)["tiles"].items()
+                        if v["status"] != "pending"}
+        except (OSError, ValueError, KeyError, AttributeError, psutil.Error, sqlite3.Error):
             recorded = {}
         if recorded:
             break
@@ -408,7 +416,7 @@ def test_signal_stops_cleanly(how, mosaic_run, tmp_path, record_property):
     psutil.wait_procs(children, timeout=30)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert partial_files(out) == []
-    after = load_manifest(out)["tiles"]
+    after = {k: v for k, v in load_manifest(out)["tiles"].items() if v["status"] != "pending"}
     assert after and all(entry["status"] == "done" for entry in after.values())
     written = {p.name for p in out.glob("*.tif")}
     # Recorded tiles are there; a tile a worker finished while the job was stopping may be
@@ -450,9 +458,15 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     assert list((out / ".rsseg" / "parts").glob("*")) == [] and partial_files(out) == []
 
 
+def legacy_manifest(data: dict) -> dict:
+    """The job's state as the JSON manifest of rsseg before the database (version 1)."""
+    return dict(data, format="rsseg-batch-manifest", version=1)
+
+
 def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_path):
-    """E.g. Ctrl-C while the workers start: the manifest holds the run but no finished tile,
-    so the next run needs no --resume; a manifest with finished tiles still does."""
+    """E.g. Ctrl-C while the workers start: the database holds the run and its pending
+    tiles but no finished one, so the next run needs no --resume; nor when every tile
+    failed; a database (or an old manifest.json) with a done tile still does."""
     from rsseg.batch.driver import BatchOptions, _check_existing
     from rsseg.batch.inputs import Tile
     from rsseg.errors import OutputError
@@ -461,17 +475,33 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
     out.mkdir()
     data = load_manifest(mosaic_run["out"])
     tiles = [Tile(str(t)) for t in mosaic_run["tiles"]]
-    (out / "manifest.json").write_text(json.dumps(dict(data, tiles={})))
+    db = JobDB.open(out)
+    run = dict(data["runs"][0], id="r1")
+    db.start_run(run, data["settings"], [{"key": k, **{f: e[f] for f in ("checksum", "inputs",
+                                                                          "outputs")}}
+                                         for k, e in data["tiles"].items()])
     _check_existing(tiles, out, BatchOptions())
     # every tile failed (e.g. --device cuda on workers without a GPU): nothing to protect
-    failed = {key: dict(entry, status="failed") for key, entry in data["tiles"].items()}
-    (out / "manifest.json").write_text(json.dumps(dict(data, tiles=failed)))
+    key, entry = next((k, e) for k, e in data["tiles"].items() if e["status"] == "done")
+    db.record(key, dict(entry, status="failed", error="no GPU"))
     _check_existing(tiles, out, BatchOptions())
-    (out / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(OutputError, match="--resume"):
+    db.record(key, entry)
+    db.close()
+    with pytest.raises(OutputError, match="batch.sqlite: .*--resume"):
+        _check_existing(tiles, out, BatchOptions())
+    (out / "batch.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
+        _check_existing(tiles, out, BatchOptions())
+    for name in ("batch.sqlite", "batch.sqlite-wal", "batch.sqlite-shm"):
+        (out / name).unlink(missing_ok=True)
+    failed = {k: dict(e, status="failed") for k, e in data["tiles"].items()}
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles=failed))))
+    _check_existing(tiles, out, BatchOptions())
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(data)))
+    with pytest.raises(OutputError, match="manifest.json: .*--resume"):
         _check_existing(tiles, out, BatchOptions())
     (out / "manifest.json").write_text("{not json")
-    with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
+    with pytest.raises(OutputError, match="--resume"):
         _check_existing(tiles, out, BatchOptions())
 
 
@@ -523,3 +553,65 @@ def test_bands_blend_simplify_min_area_and_overwrite(mosaic_run, tmp_path):
                  "--overwrite", *MODEL) == 0
     np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))
     assert partial_files(out) == []
+
+
+def copy_run(mosaic_run, out: Path) -> Path:
+    """The 2x2 mosaic's outputs in a new folder (without the job database)."""
+    out.mkdir()
+    for tile in mosaic_run["tiles"]:
+        for name in (tile.name, f"{tile.stem}.gpkg"):
+            (out / name).write_bytes((mosaic_run["out"] / name).read_bytes())
+    return out
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
+    city = mosaic_run["root"] / "city"
+    fresh = tmp_path / "fresh"
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", fresh, "--dry-run", *MODEL) == 0
+    plan = stderr.getvalue().splitlines()
+    assert not fresh.exists()
+    assert plan[0] == "rsseg: plan: 5 input tile(s), 0 unreadable (they will be reported as failed)"
+    assert plan[1].startswith("rsseg: plan: 2 mosaic(s) on 1 grid(s); the largest has 4 tile(s), "
+                              f"{2 * T} x {2 * T} px")
+    # as many windows as the engine ran for the 2x2 tiles, plus 2 x 2 for the lone 96-px tile
+    ran = sum(e["windows"] for e in load_manifest(mosaic_run["out"])["tiles"].values()
+              if e["status"] == "done")
+    assert ran == 25  # 2 or 3 windows (starts 0, 48, 96, 128) per axis and tile
+    assert plan[2].startswith("rsseg: plan: 5 tile(s) to predict (0 failed before), 0 already "
+                              f"done; {ran + 4} window(s) of 64 px, overlap 16")
+    # on the finished job: the failed tile is to do again, the others are done
+    out = mosaic_run["out"]
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
+    plan = stderr.getvalue().splitlines()
+    assert plan[2].startswith("rsseg: plan: 1 tile(s) to predict (1 failed before), 4 already done")
+    assert any("of worker time at the" in line for line in plan)
+    assert any("batch.sqlite records an earlier run: pass --resume" in line for line in plan)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_resume_migrates_an_old_manifest_and_skips_what_it_records(mosaic_run, tmp_path):
+    """A folder written by rsseg before the database: --resume migrates manifest.json,
+    recomputes nothing, and `rsseg batch-status` reads the migrated state."""
+    data = load_manifest(mosaic_run["out"])
+    out = copy_run(mosaic_run, tmp_path / "out")
+    tiles = {str(t): data["tiles"][str(t)] for t in mosaic_run["tiles"]}
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles=tiles))))
+    city = mosaic_run["root"] / "city"
+    assert rsseg("batch", city / "tile_*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
+    assert (out / "manifest.json").exists()  # a dry run migrates nothing
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "tile_*.tif", "-o", out, "--resume", "--vector",
+                     "--no-progress", *MODEL) == 0
+    assert "0 tile(s) predicted, 4 already done, 0 failed" in stderr.getvalue()
+    assert not (out / "manifest.json").exists() and (out / "manifest.json.migrated").exists()
+    after = load_manifest(out)
+    assert {k: v["finished"] for k, v in after["tiles"].items()} == {
+        k: v["finished"] for k, v in tiles.items()}
+    assert len(after["runs"]) == 2
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))
