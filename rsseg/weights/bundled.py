@@ -1,4 +1,6 @@
-"""Weights shipped inside the package (``rsseg/weights/<model>.pt``).
+"""Weights shipped inside the package: ``rsseg/weights/<model>.pt`` (the model's default,
+synthetic ISPRS weights) and ``rsseg/weights/<model>.<tag>.pt`` (tagged weights such as
+``lwganet_l0.dubai-aerial.pt``, each with a ``.json`` of its data and scores).
 
 They are optional: a model without bundled weights needs ``--weights``.
 """
@@ -9,12 +11,15 @@ from importlib import resources
 from pathlib import Path
 
 
-def bundled_weights(model_name: str) -> Path | None:
-    """Path of the checkpoint bundled for ``model_name``, or None when there is none."""
-    if not model_name or "/" in model_name or "\\" in model_name or model_name.startswith("."):
-        return None
+def bundled_weights(model_name: str, tag: str | None = None) -> Path | None:
+    """Path of the checkpoint bundled for ``model_name`` (and ``tag``), or None when there
+    is none."""
+    for part in (model_name, tag or "x"):
+        if not part or "/" in part or "\\" in part or part.startswith("."):
+            return None
+    stem = model_name if tag is None else f"{model_name}.{tag}"
     try:
-        candidate = resources.files("rsseg.weights") / f"{model_name}.pt"
+        candidate = resources.files("rsseg.weights") / f"{stem}.pt"
     except (ModuleNotFoundError, TypeError):
         return None
     path = Path(str(candidate))
@@ -26,4 +31,4 @@ def list_bundled() -> list[str]:
     folder = Path(str(resources.files("rsseg.weights")))
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.pt"))
+    return sorted(p.stem for p in folder.glob("*.pt") if "." not in p.stem)  # untagged
