@@ -186,6 +186,8 @@ def results_table() -> str:
     rows = ["| network | val mIoU (fp16 file) | OA | IoU car | IoU clutter | steps (best / run) "
             "| crop x batch | training time | file |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in sorted(WEIGHTS.glob("*.json")):
+        if "." in path.stem:  # tagged weights (<model>.<tag>.json) have their own scripts
+            continue
         m = json.loads(path.read_text())
         shipped = m.get("shipped_fp16") or m
         iou = shipped["val_iou"]

@@ -6,7 +6,7 @@ labelled by Humans in the Loop, CC0 1.0; credit "Humans in the Loop / MBRSC". Ti
 train, tile 7 (an area never trained on) validates as whole images, sliding window, the
 per-class IoU of the five real classes (unlabelled and every other mask colour ignored).
 
-    python scripts/train_dubai.py --minutes 85 --out build/dubai/run      # train (1 thread)
+    python scripts/train_dubai.py --minutes 89 --out build/dubai/run      # train (1 thread)
     python scripts/train_dubai.py --bundle build/dubai/run/best.pt        # ship it (fp16)
 
 Recipe (BAFNet / LWGANet papers where it fits a CPU): AdamW, linear warm-up then cosine
@@ -337,14 +337,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "dubai" / "run")
-    parser.add_argument("--model", default="lwganet_l0")
+    parser.add_argument("--model", default="baff_skipnet")
     parser.add_argument("--train-tiles", type=tiles, default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--val-tiles", type=tiles, default=[7])
-    parser.add_argument("--minutes", type=float, default=85.0, help="wall-time budget")
-    parser.add_argument("--val-every", type=float, default=10.0, help="minutes between scores")
+    parser.add_argument("--minutes", type=float, default=89.0, help="wall-time budget")
+    parser.add_argument("--val-every", type=float, default=15.0, help="minutes between scores")
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--scale-min", type=float, default=0.6)
     parser.add_argument("--scale-max", type=float, default=1.5)

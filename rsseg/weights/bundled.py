@@ -1,6 +1,6 @@
 """Weights shipped inside the package: ``rsseg/weights/<model>.pt`` (the model's default,
 synthetic ISPRS weights) and ``rsseg/weights/<model>.<tag>.pt`` (tagged weights such as
-``lwganet_l0.dubai-aerial.pt``, each with a ``.json`` of its data and scores).
+``baff_skipnet.dubai-aerial.pt``, each with a ``.json`` of its data and scores).
 
 They are optional: a model without bundled weights needs ``--weights``.
 """

@@ -1,4 +1,4 @@
-"""The bundled real-imagery weights (lwganet_l0, tag dubai-aerial) on the shipped real image.
+"""The bundled real-imagery weights (baff_skipnet, tag dubai-aerial) on the shipped real image.
 
 The image is a 512 x 512 crop of Dubai tile 7, an area the weights never trained on
 (rsseg/data/CREDIT.txt). The score here is recomputed from the predicted COG and the
@@ -23,7 +23,7 @@ NAMES = ("building", "land", "road", "vegetation", "water")
 COLOURS = ((60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41))
 # The stated margins: the shipped model's mIoU on the shipped crop must be at least MIN_MIOU
 # and exceed the majority-class baseline (always "land": IoU 0.376 on land, 0 elsewhere,
-# mIoU 0.075) by MARGIN. Measured when shipped: see docs/models/lwganet.md.
+# mIoU 0.075) by MARGIN. Measured when shipped: see docs/models/baff_skipnet.md.
 MIN_MIOU = 0.55
 MARGIN = 0.45
 
