@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import DEFAULT_TILE, common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import (DEFAULT_TILE, common_options, parse_band_files, parse_bands,
+                               seed_option, stac_option, window_options)
 
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
-
-
-def _parse_band_files(ctx, param, values):
-    """Each ``PATH[:BANDS]`` -> :class:`rsseg.io.scene.BandFile`."""
-    from rsseg.io.scene import parse_band_file
-
-    try:
-        return tuple(parse_band_file(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _check_distinct_outputs(inputs, output, probs, vector) -> None:
@@ -45,7 +36,7 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
 @click.option("--bands", callback=parse_bands, default=None, metavar="1,2,3",
               help="1-based bands to read, repeats allowed (e.g. 1,1,1 for a pan image and an "
                    "RGB model). Default: all bands.")
-@click.option("--band-file", "band_files", multiple=True, callback=_parse_band_files,
+@click.option("--band-file", "band_files", multiple=True, callback=parse_band_files,
               metavar="PATH[:BANDS]",
               help="Append bands from another file on the scene's grid, after --bands "
                    "(repeatable; BANDS 1-based, e.g. ir.tif or rgbi.tif:4; default: all its "
@@ -70,10 +61,11 @@ def _check_distinct_outputs(inputs, output, probs, vector) -> None:
 @click.option("--vector", "vector", default=None, metavar="PATH",
               help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
                    "with mean_confidence when --probs is given).")
+@stac_option
 @seed_option
 @common_options
 def predict(input, output, model_name, weights, bands, band_files, dsm, align, tile, overlap,
-            blend, batch_size, device, probs, backend, vector, seed, overwrite, progress,
+            blend, batch_size, device, probs, backend, vector, stac, seed, overwrite, progress,
             progress_json):
     """Predict land-cover classes for the GeoTIFF INPUT and write them to OUTPUT as a COG
     with the same CRS, transform and shape, a colour table, class names and nodata 255.
@@ -102,6 +94,10 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
 
         check_output_path(vector, overwrite)
         check_output_path(qml_sidecar_path(vector), overwrite)
+    if stac:
+        from rsseg.io.stac import check_item_path
+
+        check_item_path(output, overwrite)
     if backend == "onnx" and weights in (None, "random"):
         raise click.BadParameter("--backend onnx needs an exported model: --weights MODEL.onnx "
                                  "(see `rsseg export`)", param_hint="--weights")
@@ -150,3 +146,10 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
 
         vectorize_raster(output, vector, probs=probs, overwrite=overwrite,
                          progress=progress_mode(progress, progress_json))
+    if stac:
+        from rsseg.io.stac import provenance, write_output_item
+
+        name = resolved.predictor.info.model_name if backend == "onnx" else model_name
+        write_output_item(output, classes_raster=output, confidence=probs, vector=vector,
+                          classes=resolved.classes, overwrite=overwrite,
+                          provenance=provenance(name, weights, input))
