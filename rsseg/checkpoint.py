@@ -7,7 +7,9 @@ runs on load. Layout (``format_version`` 1)::
     {
       "format": "rsseg-checkpoint", "format_version": 1,
       "model": {"name": "bafnet", "config": {"in_channels": 4, "num_classes": 6, ...}},
-      "classes": {"names": [...], "colours": [[r, g, b], ...]},
+      "classes": {"names": [...], "colours": [[r, g, b], ...],   # the class scheme
+                  "values": [...], "ignore_values": [...],        # optional: how the
+                  "ignore_colours": [[r, g, b], ...], "scheme": "dubai-aerial"},  # labels coded them
       "bands": {"names": ["IR", "R", "G", "DSM"], "mean": [...], "std": [...]},
       "tile": {"size": 512, "overlap": 128},
       "note": "trained on synthetic scenes",   # shown to users, may be empty
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rsseg.atomic import atomic_output
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import ModelError
 
@@ -115,15 +118,9 @@ class Checkpoint:
         }
 
     def save(self, path: str | os.PathLike, half: bool = False) -> None:
-        """Write atomically (temporary name, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.part")
-        try:
+        """Write atomically (a unique temporary name, then rename; replaces ``path``)."""
+        with atomic_output(path, overwrite=True) as tmp:
             torch.save(self.to_dict(half=half), tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, classes: ClassScheme = ISPRS,

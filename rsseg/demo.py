@@ -170,7 +170,7 @@ def write_index_labels(mask: Path, out: Path, classes: ClassScheme) -> Path:
     from rsseg.atomic import atomic_output
     from rsseg.io.colour_labels import read_colour_labels
 
-    ids = read_colour_labels(mask, classes.colours)
+    ids = read_colour_labels(mask, classes)
     profile = {"driver": "GTiff", "width": ids.shape[1], "height": ids.shape[0], "count": 1,
                "dtype": "uint8", "nodata": NODATA, "compress": "deflate"}
     with atomic_output(out, overwrite=True) as tmp, warnings.catch_warnings():
@@ -185,14 +185,14 @@ def _check_model(model: str, weights) -> None:
     from rsseg.checkpoint import load_checkpoint
     from rsseg.predict.predictor import check_model_name
 
-    check_model_name(model)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
+    from rsseg.weights.bundled import resolve_weights
 
-        weights = bundled_weights(model)
-        if weights is None:
-            raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
-    load_checkpoint(weights)
+    check_model_name(model)
+    weights = resolve_weights(model, weights)
+    if weights is None:
+        raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
+    if weights != "random":
+        load_checkpoint(weights)
 
 
 def _prepare_dir(out: Path) -> DemoFiles:

@@ -36,7 +36,6 @@ DEFAULT_DATA = Path("/work/shared/data/dubai_aerial")
 TAG = "dubai-aerial"
 CLASS_NAMES = ("building", "land", "road", "vegetation", "water")
 CLASS_COLOURS = ((60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41))
-IGNORE_COLOURS = ((155, 155, 155), (0, 0, 0))  # unlabelled, black; any other colour too
 CREDIT = "Humans in the Loop / MBRSC"
 NOTE = ("trained on real RGB satellite imagery of Dubai (\"Semantic segmentation of aerial "
         "imagery\", Humans in the Loop / MBRSC, CC0 1.0), tiles 1-6; validated on tile 7. "
@@ -62,7 +61,7 @@ def load_tiles(data: Path, tiles: list[int]) -> list[Image]:
             mask = data / f"tile{t}" / "masks" / f"{jpg.stem}.png"
             with rasterio.open(jpg) as src:
                 pixels = src.read((1, 2, 3))
-            labels = read_colour_labels(mask, CLASS_COLOURS)
+            labels = read_colour_labels(mask, scheme())
             if labels.shape != pixels.shape[1:]:
                 raise SystemExit(f"{mask}: size {labels.shape} != image {pixels.shape[1:]}")
             images.append(Image(f"tile{t}/{jpg.stem}", pixels, labels))
@@ -197,9 +196,12 @@ def validate(model, images: list[Image], norm, tile: int = 512, margin: int = 64
 
 
 def scheme():
-    from rsseg.classes import ClassScheme
+    """The built-in ``dubai-aerial`` scheme (rsseg/schemes/): 5 classes, ignore colours."""
+    from rsseg.classes import load_scheme
 
-    return ClassScheme(CLASS_NAMES, CLASS_COLOURS)
+    found = load_scheme("dubai-aerial")
+    assert found.names == CLASS_NAMES and found.colours == CLASS_COLOURS
+    return found
 
 
 def save_checkpoint(model, norm, path: Path, training: dict) -> None:

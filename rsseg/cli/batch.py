@@ -12,12 +12,12 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", required=True,
               help="Output directory (created if missing): one class raster per tile, "
-                   "mosaic.vrt, manifest.json.")
+                   "mosaic.vrt, batch.sqlite (the job's state: see `rsseg batch-status`).")
 @click.option("--model", "model_name", default="bafnet", show_default=True,
               help="Network name (see `rsseg models`).")
 @click.option("--weights", default=None,
-              help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
-                   "Default: the weights bundled for --model.")
+              help="A bundled tag (rsseg models), a checkpoint file, or 'random' for untrained "
+                   "weights seeded by --seed. Default: the model's default bundled tag.")
 @click.option("--bands", callback=parse_bands, default=None,
               help="1-based bands to read from every tile, repeats allowed. Default: all.")
 @click.option("--band-file", "band_files", multiple=True, callback=parse_band_files,
@@ -59,14 +59,18 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
               help="With --scheduler: give up when the scheduler does not answer within this "
                    "time.")
 @click.option("--resume", is_flag=True,
-              help="Skip the tiles manifest.json records as done from the same inputs and "
+              help="Skip the tiles batch.sqlite records as done from the same inputs and "
                    "settings; redo failed and changed ones.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (mosaics, tiles to do / done / failed, windows) and exit "
+                   "without starting a cluster or writing anything.")
 @stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, probs, tile,
           overlap, blend, batch_size, device, vector, simplify, min_area, workers, threads,
-          scheduler, connect_timeout, resume, stac, seed, overwrite, progress, progress_json):
+          scheduler, connect_timeout, resume, dry_run, stac, seed, overwrite, progress,
+          progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
     INPUTS is a glob ("city/*.tif"; unquoted, the shell's list of files works
@@ -74,7 +78,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     (.gpkg/.shp with a 'location' field), or several of these. Tiles that
     touch on one pixel grid are predicted with context from their neighbours,
     so the class rasters show no seam at file borders. Exit status 1 when any
-    tile failed (see the summary and manifest.json).
+    tile failed (see the summary, or `rsseg batch-status OUT` at any time).
 
     \b
     Examples:
@@ -82,6 +86,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
       rsseg batch city.vrt -o out/ --weights w.pt --scheduler tcp://scheduler-host:8786
       rsseg batch tiles.txt -o out/ --weights w.pt --resume
       rsseg batch "rgb/*.tif" -o out/ --band-file "ir/{stem}.tif" --dsm dsm.vrt --probs
+      rsseg batch tiles.txt -o out/ --weights w.pt --resume --dry-run
     """
     from rsseg.batch.driver import BatchOptions, run_batch
     from rsseg.predict.predictor import check_model_name
@@ -93,7 +98,11 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
         raise click.BadParameter("needs --vector", param_hint="--simplify/--min-area")
     if tile is not None and overlap is not None and overlap >= tile:
         raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
+    from rsseg.weights.bundled import looks_like_tag, resolve_weights
+
     check_model_name(model_name)
+    if weights is not None and looks_like_tag(weights) and weights != "random":
+        weights = resolve_weights(model_name, weights)  # the tag's file: workers load a path
     if device == "cuda" and not scheduler:  # local workers: this machine's GPU, checked now
         from rsseg.predict.predictor import resolve_device
 
@@ -109,9 +118,10 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
                            simplify=simplify, min_area=min_area, workers=workers,
                            threads=threads, scheduler=scheduler,
                            connect_timeout=connect_timeout, resume=resume,
-                           overwrite=overwrite, progress=progress_mode(progress, progress_json))
+                           overwrite=overwrite, progress=progress_mode(progress, progress_json),
+                           dry_run=dry_run)
     summary = run_batch(list(inputs), out_dir, options)
-    if stac:  # an Item per finished tile and mosaic.stac.json, a Collection over them
+    if stac and not dry_run:  # an Item per finished tile and mosaic.stac.json, a Collection over them
         from rsseg.io.stac import write_batch_stac
 
         write_batch_stac(out_dir, model_name, weights)

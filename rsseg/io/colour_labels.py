@@ -1,61 +1,35 @@
-"""Colour-coded label images (RGB or palette PNG/JPEG/TIFF) -> class ids.
+"""A whole colour-coded label file (RGB or palette image) -> class ids, in memory.
 
-A pixel whose colour is a class colour gets that class's id; every other colour
-(an ignore colour, antialiasing between two classes, black borders) becomes
-``NODATA`` (255) so losses and metrics leave it out. Kept small on purpose: the
-class-scheme files of issue 13 (branch ``schemes``) bring the general decoder
-with named ignore colours and unknown-colour errors; this one serves the
-bundled Dubai weights, their training script and the demo until that lands.
+For small files only (the demo's real mask, the Dubai training script): scenes are
+decoded window by window by :mod:`rsseg.training.scenes` and :mod:`rsseg.score`. The
+decoding is :class:`rsseg.score.labels.LabelDecoder`'s: a class colour gives its id;
+ignore colours and every other colour (antialiasing) give 255.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import warnings
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
-from rsseg.classes import NODATA
+from rsseg.classes import ClassScheme
 from rsseg.errors import InputError
+from rsseg.score.labels import LabelDecoder, UnknownValues, label_band_problem, read_label
 
 
-def colour_key(rgb: np.ndarray) -> np.ndarray:
-    """(3, ...) uint8 colours -> one int32 per pixel (0xRRGGBB)."""
-    rgb = rgb.astype(np.int32, copy=False)
-    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
-
-
-def decode_colours(rgb: np.ndarray, colours: Sequence[Sequence[int]]) -> np.ndarray:
-    """(3, H, W) colours -> (H, W) uint8 ids: class ``i`` where the colour is ``colours[i]``."""
-    keys = colour_key(rgb)
-    out = np.full(keys.shape, NODATA, np.uint8)
-    for i, (r, g, b) in enumerate(colours):
-        out[keys == ((r << 16) | (g << 8) | b)] = i
-    return out
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(3, H, W) uint8 colours of a label image: RGB(A) bands, or a palette expanded."""
+def read_colour_labels(path: str | os.PathLike, scheme: ClassScheme) -> np.ndarray:
+    """(H, W) uint8 class ids of a colour-coded label file (not a class: 255)."""
     try:
-        with rasterio.open(path) as src:
-            if src.count >= 3:
-                return src.read((1, 2, 3))
-            band = src.read(1)
-            try:
-                cmap = src.colormap(1)
-            except ValueError:
-                raise InputError("a colour label needs 3 bands or a palette; this has "
-                                 f"{src.count} band(s) and no palette", path) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # masks rarely have a grid
+            with rasterio.open(path) as ds:
+                problem = label_band_problem(ds, "rgb")
+                if problem:
+                    raise InputError(problem, path)
+                raw = read_label(ds, "rgb")
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read the label image ({exc})", path) from None
-    lut = np.zeros((256, 3), np.uint8)
-    for value, rgba in cmap.items():
-        if 0 <= value < 256:
-            lut[value] = rgba[:3]
-    return np.moveaxis(lut[band], -1, 0)
-
-
-def read_colour_labels(path: str | os.PathLike, colours: Sequence[Sequence[int]]) -> np.ndarray:
-    """(H, W) uint8 class ids of a colour-coded label file (other colours: 255)."""
-    return decode_colours(read_rgb(path), colours)
+    return LabelDecoder(scheme, "rgb").decode(raw, UnknownValues())

@@ -30,7 +30,8 @@ from rsseg.checkpoint import Normalization
 from rsseg.classes import ISPRS, NODATA, ClassScheme
 from rsseg.errors import InputError, OutputError
 from rsseg.predict.blend import StreamingBlender, window_order
-from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog, write_raw_vrt
+from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog
+from rsseg.io.vrt import write_raw_vrt
 from rsseg.predict.sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
 from rsseg.progress import Progress
 from rsseg.io.scene import Scene, default_normalization

@@ -113,23 +113,23 @@ def check_model_name(name: str) -> None:
 
 def resolve_model(name: str, weights: str | os.PathLike | None, in_channels: int,
                   seed: int = 0, classes: ClassScheme = ISPRS) -> ResolvedModel:
-    """Build ``name`` from ``weights``: a checkpoint path, ``"random"`` or None (bundled).
+    """Build ``name`` from ``weights``: a bundled tag, a checkpoint path, ``"random"`` or
+    None (the model's default bundled tag).
 
     ``in_channels`` is the number of bands the scene provides; a checkpoint that
     expects another number is refused with a clear message.
     """
-    check_model_name(name)
-    if weights is not None and str(weights) == "random":
-        return _random_model(name, in_channels, seed, classes)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
+    from rsseg.weights.bundled import resolve_weights
 
-        weights = bundled_weights(name)
-        if weights is None:
-            raise ModelError(f"no weights are bundled for model {name!r}; pass --weights "
-                             "PATH (a checkpoint from `rsseg train`) or --weights random")
-    ckpt = load_checkpoint(weights)
-    return _from_checkpoint(ckpt, name, in_channels, str(weights))
+    check_model_name(name)
+    path = resolve_weights(name, None if weights is None else str(weights))
+    if path == "random":
+        return _random_model(name, in_channels, seed, classes)
+    if path is None:
+        raise ModelError(f"no weights are bundled for model {name!r}; pass --weights "
+                         "PATH (a checkpoint from `rsseg train`) or --weights random")
+    ckpt = load_checkpoint(path)
+    return _from_checkpoint(ckpt, name, in_channels, str(path))
 
 
 def _random_model(name: str, in_channels: int, seed: int, classes: ClassScheme) -> ResolvedModel:
@@ -140,6 +140,14 @@ def _random_model(name: str, in_channels: int, seed: int, classes: ClassScheme) 
     return ResolvedModel(model, classes, None, {}, source=f"random weights (seed {seed})")
 
 
+def _fitting_tags(in_channels: int) -> str:
+    from rsseg.weights.bundled import tags_fitting
+
+    fitting = tags_fitting(in_channels)
+    return f", or use bundled weights for {in_channels} bands: {'; '.join(fitting)}" \
+        if fitting else ""
+
+
 def _from_checkpoint(ckpt: Checkpoint, name: str, in_channels: int, source: str) -> ResolvedModel:
     if ckpt.model_name != name:
         raise ModelError(f"checkpoint holds a {ckpt.model_name!r} model, not {name!r}; "
@@ -147,7 +155,8 @@ def _from_checkpoint(ckpt: Checkpoint, name: str, in_channels: int, source: str)
     if ckpt.in_channels != in_channels:
         bands = f" ({', '.join(ckpt.bands.names)})" if ckpt.bands else ""
         raise ModelError(f"model expects {ckpt.in_channels} bands{bands} but the input provides "
-                         f"{in_channels}; choose them with --bands (and --band-file, --dsm)", source)
+                         f"{in_channels}; choose them with --bands (and --band-file, --dsm)"
+                         f"{_fitting_tags(in_channels)}", source)
     model = ckpt.build_model()
     return ResolvedModel(model, ckpt.classes, ckpt.bands, dict(ckpt.tile or {}),
                          source=source, note=ckpt.note)

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import rasterio
 
+from rsseg.classes import ClassScheme
 from rsseg.errors import InputError
 from rsseg.io.colour_labels import read_colour_labels
 
 COLOURS = ((60, 16, 152), (132, 41, 246), (110, 193, 228))
 OTHERS = ((155, 155, 155), (0, 0, 0), (61, 16, 152))  # ignore, black, antialiasing
+SCHEME = ClassScheme(("building", "land", "road"), COLOURS, ignore_colours=OTHERS[:2])
 
 
 def _reference(rgb: np.ndarray) -> np.ndarray:
@@ -42,7 +44,7 @@ def _write_png(path, data, colormap=None):
 def test_rgb_png_decodes_like_reference(tmp_path):
     _, rgb = _random_colours(np.random.default_rng(0), (23, 31))
     _write_png(tmp_path / "m.png", rgb)
-    ids = read_colour_labels(tmp_path / "m.png", COLOURS)
+    ids = read_colour_labels(tmp_path / "m.png", SCHEME)
     assert np.array_equal(ids, _reference(rgb))
     assert set(np.unique(ids)) == {0, 1, 2, 255}
 
@@ -54,11 +56,11 @@ def test_palette_png_is_expanded_before_matching(tmp_path):
     _write_png(tmp_path / "p.png", index[None], cmap)
     with rasterio.open(tmp_path / "p.png") as src:
         assert src.count == 1  # really a palette image
-    assert np.array_equal(read_colour_labels(tmp_path / "p.png", COLOURS), _reference(rgb))
+    assert np.array_equal(read_colour_labels(tmp_path / "p.png", SCHEME), _reference(rgb))
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_single_band_without_palette_is_refused(tmp_path):
     _write_png(tmp_path / "g.png", np.zeros((1, 4, 4), np.uint8))
-    with pytest.raises(InputError, match="3 bands or a palette"):
-        read_colour_labels(tmp_path / "g.png", COLOURS)
+    with pytest.raises(InputError, match="needs 3 bands"):
+        read_colour_labels(tmp_path / "g.png", SCHEME)
