@@ -315,6 +315,7 @@ def bundle(best: Path, data: Path, threads: int) -> None:
         "train_seconds": t["train_seconds"],
         "trained_on": "Dubai aerial imagery (Humans in the Loop / MBRSC, CC0 1.0), "
                       f"tiles {', '.join(map(str, t['train_tiles']))}",
+        "gsd_m": None,  # the publisher states no ground resolution
         "classes": list(CLASS_NAMES), "bands": ["R", "G", "B"],
         "metrics": {"split": f"trained on tiles {t['train_tiles']}, validated on unseen tile(s) "
                              f"{val_tiles} (whole images, sliding window 512, margin 64)",
