@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
-from rsseg.errors import ModelError, OutputError
+from rsseg.errors import OutputError
 
 DEMO_SEED = 7  # not among the seeds the bundled weights were trained or validated on
 QUICKLOOK_PX = 600  # longest side of each quicklook panel
@@ -53,7 +53,7 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
     say(f"1/5 synthesising a {size}x{size} scene (seed {seed}) -> {files.scene}")
     write_synthetic_scene(files.scene, size, size, seed=seed, labels_path=files.labels,
                           overwrite=True, progress=progress)
-    resolved = _predict(files, model, weights, device, progress, say)
+    predictor = _predict(files, model, weights, device, progress, say)
     from rsseg.vectorize.streaming import vectorize_raster
 
     say(f"3/5 vectorizing -> {files.vectors}")
@@ -67,24 +67,17 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
                            progress_mode=progress)
     write_json(report, files.score_json)
     say(f"5/5 quicklook (image | prediction | labels) -> {files.quicklook}")
-    write_quicklook(files.scene, files.classes, files.labels, files.quicklook, resolved.classes)
+    write_quicklook(files.scene, files.classes, files.labels, files.quicklook, predictor.classes)
     return {"files": {k: str(v) for k, v in vars(files).items()}, "report": report,
             "table": format_table(report), "features": vectors["features"],
-            "weights": resolved.source, "note": resolved.note, "model": model}
+            "weights": predictor.source, "note": predictor.note, "model": model}
 
 
 def _check_model(model: str, weights) -> None:
     from rsseg.checkpoint import load_checkpoint
-    from rsseg.predict.predictor import check_model_name
+    from rsseg.predict.load import weights_file
 
-    check_model_name(model)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
-
-        weights = bundled_weights(model)
-        if weights is None:
-            raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
-    load_checkpoint(weights)
+    load_checkpoint(weights_file(model, weights))
 
 
 def _prepare_dir(out: Path) -> DemoFiles:
@@ -97,20 +90,17 @@ def _prepare_dir(out: Path) -> DemoFiles:
 
 
 def _predict(files: DemoFiles, model: str, weights, device, progress, say):
-    from rsseg.predict.predictor import TorchPredictor, resolve_model
-    from rsseg.predict.engine import predict_scene
     from rsseg.io.scene import Scene
+    from rsseg.predict.engine import predict_scene
+    from rsseg.predict.load import load_predictor
+    from rsseg.predict.settings import PredictSettings
 
     scene = Scene(files.scene)
-    resolved = resolve_model(model, weights, scene.channels)
-    say(f"2/5 predicting with {model} ({resolved.source}) -> {files.classes}")
-    tile = int(resolved.tile.get("size") or 512)
-    overlap = min(int(resolved.tile.get("overlap", tile // 4)), tile - 1)
-    predictor = TorchPredictor(resolved.model, device, num_classes=resolved.classes.num_classes)
-    predict_scene(files.scene, files.classes, predictor, resolved.normalization,
-                  classes=resolved.classes, tile=tile, overlap=overlap, overwrite=True,
-                  progress=progress, scene=scene)
-    return resolved
+    predictor = load_predictor(model, weights, channels=scene.channels, device=device)
+    say(f"2/5 predicting with {model} ({predictor.source}) -> {files.classes}")
+    predict_scene(scene, files.classes, predictor,
+                  PredictSettings(overwrite=True, progress=progress))
+    return predictor
 
 
 def _read_small(path: Path, bands: list[int], resampling) -> np.ndarray:

@@ -194,29 +194,25 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
 
 def _settings(tiles: list[Tile], options: BatchOptions):
     """Resolve the model once here (bad names or weights fail before any cluster starts)."""
-    from rsseg.predict.predictor import resolve_model
+    from rsseg.predict.load import load_predictor, weights_file
+    from rsseg.predict.settings import check_plan, resolve_tiling
 
     readable = [t for t in tiles if t.ok]
     if not readable:
         raise InputError(f"no input tile can be read; first problem: {tiles[0].error}")
     in_channels = len(options.bands) if options.bands else readable[0].count
-    resolved = resolve_model(options.model, options.weights, in_channels, seed=options.seed)
-    tile = options.tile or int(resolved.tile.get("size") or 512)
-    overlap = options.overlap
-    if overlap is None:
-        overlap = min(int(resolved.tile.get("overlap", tile // 4)), tile - 1)
-    if overlap >= tile:
-        raise InputError(f"overlap ({overlap}) must be smaller than the tile size ({tile})")
+    # The driver only checks the weights; the workers run the network on options.device.
+    resolved = load_predictor(options.model, options.weights, channels=in_channels,
+                              device="cpu", seed=options.seed)
+    tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
+    tile, overlap = tiling.tile, tiling.overlap
+    for t in readable:
+        check_plan(t.height, t.width, tiling, t.path)
     weights = options.weights
     if weights not in (None, "random"):
         weights = os.path.abspath(weights)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
-
-        bundled = bundled_weights(options.model)
-        weights_fp = fingerprint(bundled) if bundled else ""
-    else:
-        weights_fp = "" if weights == "random" else fingerprint(weights)
+    checkpoint = weights_file(options.model, weights)
+    weights_fp = fingerprint(checkpoint) if checkpoint else ""
     from rsseg import __version__
 
     settings = {"rsseg": __version__, "model": options.model, "weights": weights,

@@ -60,7 +60,7 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
       rsseg batch tiles.txt -o out/ --weights w.pt --resume
     """
     from rsseg.batch.driver import BatchOptions, run_batch
-    from rsseg.predict.predictor import check_model_name
+    from rsseg.predict.load import check_model_name
     from rsseg.progress import progress_mode
 
     if resume and overwrite:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-
-def _flag(*names, **kw):
-    return click.option(*names, **kw)
+# Window layout shared by predict and batch: the library's one default
+# (rsseg.predict.settings imports nothing heavy, so --help stays fast).
+from rsseg.predict.settings import BLENDS, DEFAULT_TILE
 
 
 debug_option = click.option("--debug", is_flag=True, expose_value=False,
@@ -20,10 +20,6 @@ progress_json_option = click.option(
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
-# Window layout shared by predict and batch. The blend names equal
-# rsseg.tiling.BLEND_MODES (a test checks it); not imported here to keep --help fast.
-BLENDS = ("crop", "mean", "linear", "cosine", "spline")
-DEFAULT_TILE = 512
 
 
 def window_options(f):
@@ -32,8 +28,8 @@ def window_options(f):
         click.option("--tile", type=click.IntRange(min=16), default=None,
                      help=f"Window size in pixels. Default: the checkpoint's, else {DEFAULT_TILE}."),
         click.option("--overlap", type=click.IntRange(min=0), default=None,
-                     help="Overlap between windows in pixels. Default: the checkpoint's, "
-                          "else tile/4."),
+                     help="Overlap between windows in pixels. Default: the checkpoint's when "
+                          "it is at most half the tile, else tile/4."),
         click.option("--blend", type=click.Choice(BLENDS), default="cosine", show_default=True,
                      help="How overlapping windows are combined."),
     )):

@@ -2,25 +2,18 @@
 
 A predictor is any callable ``(N, C, H, W) float32 ndarray -> (N, K, H, W)
 float32 ndarray`` of class probabilities with a ``num_classes`` attribute. The
-pipeline only depends on that interface, so other backends (ONNX Runtime) plug
-in next to :class:`TorchPredictor`.
-
-This module also resolves what the user asked for on the command line
-(``--model``, ``--weights PATH|random``, bundled weights) into a network plus
-the normalisation, class scheme and tile settings that go with it.
+engine only depends on that interface, so other backends (ONNX Runtime,
+:mod:`rsseg.predict.onnx_predictor`) plug in next to :class:`TorchPredictor`.
+Turning ``--model``/``--weights`` into one is :mod:`rsseg.predict.load`'s job.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from rsseg.checkpoint import Checkpoint, Normalization, load_checkpoint
-from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import ModelError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -84,70 +77,3 @@ class TorchPredictor:
         if self.num_classes is None:
             self.num_classes = out.shape[1]
         return np.ascontiguousarray(out, dtype=np.float32)
-
-
-@dataclass
-class ResolvedModel:
-    """A network ready to predict plus what it needs: normalisation, classes, tiling."""
-
-    model: torch.nn.Module
-    classes: ClassScheme
-    normalization: Normalization | None  # None: the pipeline uses per-dtype defaults
-    tile: dict = field(default_factory=dict)
-    source: str = ""  # what the weights are, for messages
-    note: str = ""
-
-
-def check_model_name(name: str) -> None:
-    """Unknown model names fail early with the list of known ones."""
-    from rsseg.models import model_entry
-
-    try:
-        entry = model_entry(name)
-    except KeyError as exc:
-        raise ModelError(str(exc.args[0])) from None
-    if entry.task != "segmentation":
-        raise ModelError(f"model {name!r} is an image classifier (it checks a backbone's size), "
-                         "not a segmentation network; see `rsseg models`")
-
-
-def resolve_model(name: str, weights: str | os.PathLike | None, in_channels: int,
-                  seed: int = 0, classes: ClassScheme = ISPRS) -> ResolvedModel:
-    """Build ``name`` from ``weights``: a checkpoint path, ``"random"`` or None (bundled).
-
-    ``in_channels`` is the number of bands the scene provides; a checkpoint that
-    expects another number is refused with a clear message.
-    """
-    check_model_name(name)
-    if weights is not None and str(weights) == "random":
-        return _random_model(name, in_channels, seed, classes)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
-
-        weights = bundled_weights(name)
-        if weights is None:
-            raise ModelError(f"no weights are bundled for model {name!r}; pass --weights "
-                             "PATH (a checkpoint from `rsseg train`) or --weights random")
-    ckpt = load_checkpoint(weights)
-    return _from_checkpoint(ckpt, name, in_channels, str(weights))
-
-
-def _random_model(name: str, in_channels: int, seed: int, classes: ClassScheme) -> ResolvedModel:
-    from rsseg.models import create_model
-
-    torch.manual_seed(seed)
-    model = create_model(name, in_channels=in_channels, num_classes=classes.num_classes)
-    return ResolvedModel(model, classes, None, {}, source=f"random weights (seed {seed})")
-
-
-def _from_checkpoint(ckpt: Checkpoint, name: str, in_channels: int, source: str) -> ResolvedModel:
-    if ckpt.model_name != name:
-        raise ModelError(f"checkpoint holds a {ckpt.model_name!r} model, not {name!r}; "
-                         f"use --model {ckpt.model_name}", source)
-    if ckpt.in_channels != in_channels:
-        bands = f" ({', '.join(ckpt.bands.names)})" if ckpt.bands else ""
-        raise ModelError(f"model expects {ckpt.in_channels} bands{bands} but the input provides "
-                         f"{in_channels}; choose them with --bands (and --band-file, --dsm)", source)
-    model = ckpt.build_model()
-    return ResolvedModel(model, ckpt.classes, ckpt.bands, dict(ckpt.tile or {}),
-                         source=source, note=ckpt.note)

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rsseg.checkpoint import Normalization
+from rsseg.io.normalization import Normalization
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.training.sampling import ClassSampler
 from rsseg.training.scenes import SceneInfo, SceneReader

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from rsseg.checkpoint import Normalization
+from rsseg.io.normalization import Normalization
 from rsseg.classes import ClassScheme
 from rsseg.training.scenes import SceneInfo, SceneReader
 

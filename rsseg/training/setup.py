@@ -12,7 +12,7 @@ from rsseg.errors import InputError, ModelError
 
 def build_model(name: str, in_channels: int, num_classes: int,
                 config: dict[str, Any] | None = None) -> torch.nn.Module:
-    from rsseg.predict.predictor import check_model_name
+    from rsseg.predict.load import check_model_name
     from rsseg.models import create_model
 
     check_model_name(name)  # unknown names and backbone-only classifiers fail here

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from rsseg.atomic import atomic_output
-from rsseg.checkpoint import Checkpoint, Normalization
+from rsseg.checkpoint import Checkpoint
+from rsseg.io.normalization import Normalization
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import InputError, ModelError, OutputError
 from rsseg.progress import Mode, Progress, log_message

@@ -178,5 +178,5 @@ def test_bundled_weights_are_used_without_weights(tiny_model, scene, tmp_path, c
     assert bundled.bundled_weights(MODEL) is None  # nothing shipped for a test net
     monkeypatch.setattr(bundled, "bundled_weights", lambda name: ckpt if name == MODEL else None)
     assert rsseg("predict", scene, "--model", MODEL, "-o", tmp_path / "out.tif",
-                 "--no-progress", "--tile", 64) == 0
+                 "--no-progress", "--tile", 64, "--overlap", 16) == 0
     assert stderr_lines(capsys) == []  # a trained checkpoint: no 'random weights' notice
