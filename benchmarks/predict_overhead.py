@@ -6,7 +6,7 @@ since a shared machine makes single runs noisy, by their minimums):
 
 - forward: the scene's windows are read and normalised beforehand (not timed),
   then the predictor runs on each batch exactly as the pipeline calls it;
-- end-to-end: ``rsseg.predict.engine.predict_scene`` (what `rsseg predict` runs after
+- end-to-end: ``rsseg.predict_scene`` (what `rsseg predict` runs after
   argument parsing): Dask reads, inference, streaming blend, block writes, COG.
 
 By default the network is the fastest real one registered in ``rsseg.models``
@@ -49,7 +49,7 @@ def forward_only(scene_path: Path, predictor, tile: int, overlap: int, batch: in
     with Scene(scene_path) as scene:
         grid = WindowGrid(scene.height, scene.width, tile, overlap)
         norm = default_normalization(scene)
-        tiles = [_load_window(scene, norm, tile, w)[1] for w in window_order(grid)]
+        tiles = [_load_window(scene, norm, w)[1] for w in window_order(grid)]
     batches = [np.stack(tiles[k:k + batch]) for k in range(0, len(tiles), batch)]
     t0 = time.perf_counter()
     for b in batches:
@@ -58,11 +58,11 @@ def forward_only(scene_path: Path, predictor, tile: int, overlap: int, batch: in
 
 
 def end_to_end(scene_path: Path, out: Path, predictor, tile: int, overlap: int, batch: int):
-    from rsseg.predict.engine import predict_scene
+    from rsseg import PredictSettings, predict_scene
 
+    settings = PredictSettings(tile=tile, overlap=overlap, batch_size=batch, overwrite=True)
     t0 = time.perf_counter()
-    result = predict_scene(scene_path, out, predictor, None, tile=tile, overlap=overlap,
-                           batch_size=batch, overwrite=True)
+    result = predict_scene(scene_path, out, predictor, settings)
     return time.perf_counter() - t0, result
 
 

@@ -201,9 +201,11 @@ def _settings(tiles: list[Tile], options: BatchOptions):
     if not readable:
         raise InputError(f"no input tile can be read; first problem: {tiles[0].error}")
     in_channels = len(options.bands) if options.bands else readable[0].count
-    # The driver only checks the weights; the workers run the network on options.device.
+    # The driver only checks the weights; the workers run the network on options.device,
+    # which is checked here when they run on this machine (a local cluster).
+    device = options.device if options.scheduler is None else "cpu"
     resolved = load_predictor(options.model, options.weights, channels=in_channels,
-                              device="cpu", seed=options.seed)
+                              device=device, seed=options.seed)
     tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
     tile, overlap = tiling.tile, tiling.overlap
     for t in readable:

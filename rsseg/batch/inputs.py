@@ -213,7 +213,7 @@ def group_mosaics(tiles: list[Tile]) -> list[Mosaic]:
 
     for i in range(len(ok)):
         for j in range(i + 1, len(ok)):
-            if same_grid(ok[i], ok[j]) and touching(ok[i], ok[j]):
+            if share_a_vrt(ok[i], ok[j]) and touching(ok[i], ok[j]):
                 parent[find(i)] = find(j)
     groups: dict[int, list[Tile]] = {}
     for i, tile in enumerate(ok):
@@ -233,7 +233,7 @@ def aligned(a: Tile, b: Tile) -> bool:
     return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
 
 
-def same_grid(a: Tile, b: Tile) -> bool:
+def share_a_vrt(a: Tile, b: Tile) -> bool:
     """Aligned, with the same bands (count, types, nodata): one VRT can read both."""
     return (a.count == b.count and a.dtypes == b.dtypes and a.nodata == b.nodata
             and aligned(a, b))

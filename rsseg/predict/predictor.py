@@ -26,14 +26,23 @@ class Predictor(Protocol):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device not in DEVICES:
-        raise ModelError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
-    if device == "auto":
+    """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Asking for CUDA without a GPU is an error here, before any work (predict, batch,
+    demo and train all resolve their ``--device`` through this function).
+    """
+    if device in ("", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}; choose from {', '.join(DEVICES)} "
+                         "(or cuda:N)") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"--device {device} was asked for but no CUDA GPU is available")
+    return resolved
 
 
 class TorchPredictor:

@@ -62,18 +62,6 @@ def _unwrap_state_dict(obj):
     return obj
 
 
-def resolve_device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name} asked for but CUDA is not available in this torch")
-    return device
-
-
 def use_amp(setting: str, device: torch.device) -> torch.dtype | None:
     """Mixed precision dtype or None. On CPU it rarely pays and breaks bit-exact resumes."""
     if setting == "off" or (setting == "auto" and device.type != "cuda"):

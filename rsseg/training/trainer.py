@@ -30,7 +30,8 @@ from rsseg.training.loss import HybridLoss
 from rsseg.training.normalisation import check_class_counts, count_blocks, scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
 from rsseg.training.scenes import SceneInfo, inspect_scenes, pair_scenes
-from rsseg.training.setup import build_model, load_pretrained, resolve_device, use_amp, use_channels_last
+from rsseg.predict.predictor import resolve_device
+from rsseg.training.setup import build_model, load_pretrained, use_amp, use_channels_last
 
 BEST = "best.pt"
 LAST = "last.pt"
