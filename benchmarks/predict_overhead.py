@@ -41,10 +41,11 @@ def build_model(name: str, in_channels: int) -> tuple[nn.Module, str]:
 
 
 def forward_only(scene_path: Path, predictor, tile: int, overlap: int, batch: int) -> float:
-    from rsseg.predict.engine import _load_window
-    from rsseg.predict.blend import window_order
-    from rsseg.io.scene import Scene, default_normalization
     from rsseg.tiling import WindowGrid
+
+    from rsseg.io.scene import Scene, default_normalization
+    from rsseg.predict.blend import window_order
+    from rsseg.predict.engine import _load_window
 
     with Scene(scene_path) as scene:
         grid = WindowGrid(scene.height, scene.width, tile, overlap)
@@ -80,6 +81,7 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
 
     from predict_memory import write_scene  # same folder
+
     from rsseg.predict.predictor import TorchPredictor
 
     work = Path(tempfile.mkdtemp(prefix="rsseg-overhead-"))

@@ -101,9 +101,9 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     _check_existing(tiles, out, options)
     stems = {t.stem for t in tiles} | RESERVED
     mosaics = group_mosaics(tiles)
-    resolved, settings = _settings(tiles, options)
+    settings = _settings(tiles, options)
     _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
-    plans = _plan(tiles, mosaics, out, options, resolved, settings)
+    plans = _plan(tiles, mosaics, out, options, settings)
     manifest = Manifest.load(out, settings)
     todo = [p for p in plans
             if options.overwrite or not manifest.is_done(p.tile.path, p.checksum, out)]
@@ -223,7 +223,7 @@ def _settings(tiles: list[Tile], options: BatchOptions):
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
                 "vector": _vector_options(options) if options.vector else None}
-    return resolved, settings
+    return settings
 
 
 def _vector_options(options: BatchOptions) -> dict:
@@ -234,7 +234,7 @@ def _input_vrt(out: Path, index: int) -> Path:
     return out / INTERNAL_DIR / f"inputs-{index}.vrt"
 
 
-def _plan(tiles, mosaics, out: Path, options: BatchOptions, resolved, settings) -> list[_Planned]:
+def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_Planned]:
     spec = ModelSpec(options.model, settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device)
     plans = []
@@ -442,7 +442,7 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
         if options.vector:
             bar.update(1)
         return
-    _class_vrt(vrt, [p.tile for p in members], out, options)
+    _class_vrt(vrt, [p.tile for p in members], out)
     if options.vector:
         from rsseg.batch.worker import vectorize_mosaic
 
@@ -458,7 +458,7 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
     manifest.save()
 
 
-def _class_vrt(path: Path, tiles: list[Tile], out: Path, options: BatchOptions) -> None:
+def _class_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
     from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
     from rsseg.classes import NODATA
     from rsseg.io.cog import class_metadata, read_classes

@@ -8,7 +8,6 @@ import click
 # (rsseg.predict.settings imports nothing heavy, so --help stays fast).
 from rsseg.predict.settings import BLENDS, DEFAULT_TILE
 
-
 debug_option = click.option("--debug", is_flag=True, expose_value=False,
                             help="Show full tracebacks on errors.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -19,7 +18,6 @@ progress_json_option = click.option(
     help="Write progress as JSON lines on stdout (for programs such as the QGIS plugin).")
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
-
 
 
 def window_options(f):

@@ -86,7 +86,7 @@ def finish_cog(src, dst, resampling: str = "mode", block: int = BLOCK) -> None:
 
 
 def read_classes(path) -> ClassScheme | None:
-    """The class scheme embedded by :func:`describe_classes`, or None."""
+    """The class scheme embedded by :func:`class_metadata`, or None."""
     with rasterio.open(path) as ds:
         tags = ds.tags()
     if "CLASS_NAMES" not in tags:

@@ -35,8 +35,14 @@ from rsseg.io.normalization import Normalization
 from rsseg.io.scene import Scene, default_normalization
 from rsseg.predict.blend import StreamingBlender, window_order
 from rsseg.predict.regions import CroppedSink, check_region, region_grid
-from rsseg.predict.settings import (PredictSettings, Tiling, check_outputs, check_plan,
-                                    check_settings, resolve_tiling)
+from rsseg.predict.settings import (
+    PredictSettings,
+    Tiling,
+    check_outputs,
+    check_plan,
+    check_settings,
+    resolve_tiling,
+)
 from rsseg.predict.sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
 from rsseg.progress import Progress
 from rsseg.tiling import BlendWeights, WindowGrid
@@ -241,7 +247,7 @@ def _get(q: queue.Queue, stop: threading.Event):
             continue
 
 
-def _produce(scene, norm, grid, order, chunk, readers, out_q, stop, origin=(0, 0)) -> None:
+def _produce(scene, norm, order, chunk, readers, out_q, stop, origin=(0, 0)) -> None:
     """Dask reads the windows ``chunk`` at a time on its threaded scheduler."""
     import dask
 
@@ -282,7 +288,7 @@ def _stream(scene, order, grid, predictor, norm, blender, batch_size, readers, b
     errors: list = []
     chunk = max(batch_size, readers)
     producer = threading.Thread(target=_produce, name="rsseg-read", daemon=True,
-                                args=(scene, norm, grid, order, chunk, readers, read_q, stop,
+                                args=(scene, norm, order, chunk, readers, read_q, stop,
                                       origin))
     consumer = threading.Thread(target=_consume, name="rsseg-write", daemon=True,
                                 args=(blender, blend_q, stop, errors))

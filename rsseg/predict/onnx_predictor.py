@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rsseg.io.normalization import Normalization
 from rsseg.classes import ClassScheme
 from rsseg.errors import ModelError
+from rsseg.io.normalization import Normalization
 
 FORMAT = "rsseg-onnx"  # = rsseg.export.onnx.FORMAT (not imported: that module pulls in torch)
 FORMAT_VERSION = 1

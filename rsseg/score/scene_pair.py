@@ -82,7 +82,7 @@ def _is_integer(dtype: str) -> bool:
 def read_class_scheme(src) -> tuple[ClassScheme, str]:
     """Class names (and colours) stored in a prediction raster, else ISPRS.
 
-    Reads what :func:`rsseg.io.cog.describe_classes` writes (dataset tags
+    Reads what :func:`rsseg.io.cog.class_metadata` writes (dataset tags
     ``CLASS_NAMES`` = comma-separated names, ``CLASS_COLOURS`` = JSON list of
     [r, g, b]), and also accepts a tag named one of :data:`CLASS_TAG_KEYS` on
     band 1 or the dataset holding a JSON list of names or a JSON object

@@ -12,8 +12,8 @@ from rsseg.errors import InputError, ModelError
 
 def build_model(name: str, in_channels: int, num_classes: int,
                 config: dict[str, Any] | None = None) -> torch.nn.Module:
-    from rsseg.predict.load import check_model_name
     from rsseg.models import create_model
+    from rsseg.predict.load import check_model_name
 
     check_model_name(name)  # unknown names and backbone-only classifiers fail here
     try:

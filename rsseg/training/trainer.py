@@ -18,9 +18,10 @@ import torch
 
 from rsseg.atomic import atomic_output
 from rsseg.checkpoint import Checkpoint
-from rsseg.io.normalization import Normalization
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import InputError, ModelError, OutputError
+from rsseg.io.normalization import Normalization
+from rsseg.predict.predictor import resolve_device
 from rsseg.progress import Mode, Progress, log_message
 from rsseg.training.config import TrainConfig
 from rsseg.training.dataset import Augmentation, RandomWindowDataset
@@ -30,8 +31,12 @@ from rsseg.training.loss import HybridLoss
 from rsseg.training.normalisation import check_class_counts, count_blocks, scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
 from rsseg.training.scenes import SceneInfo, inspect_scenes, pair_scenes
-from rsseg.predict.predictor import resolve_device
-from rsseg.training.setup import build_model, load_pretrained, use_amp, use_channels_last
+from rsseg.training.setup import (
+    build_model,
+    load_pretrained,
+    use_amp,
+    use_channels_last,
+)
 
 BEST = "best.pt"
 LAST = "last.pt"

@@ -19,7 +19,7 @@ FLUSH_VERTICES = 250_000
 def read_class_scheme(src) -> ClassScheme:
     """Class names and colours of an open class raster.
 
-    Understands what ``rsseg predict`` writes (:func:`rsseg.io.cog.describe_classes`:
+    Understands what ``rsseg predict`` writes (:func:`rsseg.io.cog.class_metadata`:
     dataset tags ``CLASS_NAMES`` (comma-separated) and ``CLASS_COLOURS`` (JSON), band
     tags ``CLASS_<id>``), a JSON ``class_names`` list or ``class_scheme`` object tag,
     and GDAL category names. Colours missing from the tags come from the band's

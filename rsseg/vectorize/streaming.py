@@ -25,8 +25,8 @@ import numpy as np
 from rsseg.atomic import atomic_output, check_output_path
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.progress import Mode, Progress
 from rsseg.io.scene import open_raster
+from rsseg.progress import Mode, Progress
 from rsseg.vectorize.blocks import BlockTask, run_blocks
 from rsseg.vectorize.seams import Pieces, SeamMerger
 
@@ -62,8 +62,8 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
     # The style sidecar is an output too: never replace someone's .qml without --overwrite.
     check_output_path(qml_sidecar_path(output), overwrite)
     with _open_class_raster(class_raster) as src, _open_probs(probs, src) as conf:
-        from rsseg.vectorize.gpkg import GpkgWriter, Measurer, read_class_scheme
         from rsseg.vectorize import qgis_style as qgis_style
+        from rsseg.vectorize.gpkg import GpkgWriter, Measurer, read_class_scheme
 
         scheme = read_class_scheme(src)
         keep = _resolve_classes(classes, scheme, class_raster)

@@ -26,9 +26,14 @@ from typing import Callable
 import numpy as np
 import pytest
 import rasterio
-
-from reliability_inputs import (FAST_NET, PREDICT_FAST, full_disk, make_class_rasters,
-                                make_inputs, read_only_dir)
+from reliability_inputs import (
+    FAST_NET,
+    PREDICT_FAST,
+    full_disk,
+    make_class_rasters,
+    make_inputs,
+    read_only_dir,
+)
 
 # libtiff's default handler writes "_tiffWriteProc: No space left on device." straight to
 # the C stderr when a GeoTIFF write hits a full disk (GDAL installs no handler there).

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_geotiff
 
 RSSEG = [sys.executable, "-c", "from rsseg.cli import main; main()"]
@@ -60,9 +59,9 @@ def _same_bytes(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     import torch
+    from rsseg.models import create_model
 
     from rsseg.checkpoint import Checkpoint, Normalization
-    from rsseg.models import create_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "net.pt"

@@ -9,16 +9,16 @@ import pyogrio
 import pytest
 import rasterio
 import torch
+from rsseg.models import register_model, unregister_model
 
-from rsseg.weights.bundled import bundled_weights
 from rsseg.checkpoint import load_checkpoint
 from rsseg.classes import ISPRS
 from rsseg.cli import run as run_cli
 from rsseg.demo import colourise, run_demo
 from rsseg.score.metrics import confusion_matrix, scores_from_confusion
-from rsseg.models import register_model, unregister_model
 from rsseg.synth.scene import write_synthetic_scene
 from rsseg.training import TrainConfig, train
+from rsseg.weights.bundled import bundled_weights
 
 TINY = "_test_demo_tiny"
 BUNDLED = ("bafnet", "baff_skipnet", "lwganet_l0")

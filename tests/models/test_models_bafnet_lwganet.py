@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from rsseg.models import create_model, model_entry
 from rsseg.models._complexity import count_macs, count_params
 from rsseg.models.layers.attention import WindowAttention
 from rsseg.models.layers.lka import van_official_key
-from rsseg.models.lwganet import _pooled, shear_cols, shear_rows, unshear_cols, unshear_rows
-
+from rsseg.models.lwganet import (
+    _pooled,
+    shear_cols,
+    shear_rows,
+    unshear_cols,
+    unshear_rows,
+)
 
 
 def within(value: float, target: float, tolerance: float) -> bool:

@@ -11,6 +11,7 @@ import rasterio
 import torch
 import torch.nn as nn
 from affine import Affine
+from rsseg.tiling import BLEND_MODES
 
 from rsseg import PredictSettings, predict_scene
 from rsseg.classes import ISPRS, ClassScheme
@@ -20,7 +21,6 @@ from rsseg.io.normalization import Normalization
 from rsseg.io.scene import NoCRSWarning, Scene
 from rsseg.predict.load import LoadedPredictor
 from rsseg.predict.predictor import TorchPredictor
-from rsseg.tiling import BLEND_MODES
 
 H, W = 170, 301  # non-square, not a multiple of any tile used below
 
@@ -94,7 +94,7 @@ def test_one_hot_identity_class_raster_equals_the_input(make_geotiff, tmp_path, 
     scene = make_geotiff(ids)
     predictor = TorchPredictor(OneHot(), "cpu", num_classes=6)
     result = predict(scene, tmp_path / "out.tif", predictor, unit_norm(1), tile=64,
-                           overlap=24, blend=blend, probs=tmp_path / "conf.tif")
+                     overlap=24, blend=blend, probs=tmp_path / "conf.tif")
     with rasterio.open(tmp_path / "out.tif") as out, rasterio.open(tmp_path / "conf.tif") as conf:
         np.testing.assert_array_equal(out.read(1), ids)
         assert (conf.read(1) == 255).all()  # one-hot: full confidence
@@ -112,7 +112,7 @@ def test_tiled_prediction_matches_whole_image_prediction(make_geotiff, tmp_path)
     with torch.inference_mode():
         whole = net(torch.from_numpy(data)[None]).argmax(1)[0].numpy()
     predict(scene, tmp_path / "out.tif", TorchPredictor(net, "cpu", num_classes=6),
-                  unit_norm(3), tile=64, overlap=16, blend="cosine")  # 25 % overlap
+            unit_norm(3), tile=64, overlap=16, blend="cosine")  # 25 % overlap
     with rasterio.open(tmp_path / "out.tif") as ds:
         tiled = ds.read(1)
     agreement = (tiled == whole).mean()
@@ -128,7 +128,7 @@ def test_output_keeps_georeferencing_classes_and_is_a_cog(make_geotiff, tmp_path
     scene = make_geotiff(ids, crs=crs, transform=transform)
     out = tmp_path / "classes.tif"
     predict(scene, out, TorchPredictor(OneHot(), "cpu"), unit_norm(1), tile=256,
-                  overlap=64)
+            overlap=64)
     with rasterio.open(scene) as src, rasterio.open(out) as ds:
         assert ds.crs == src.crs and ds.transform == src.transform
         assert (ds.height, ds.width, ds.count, ds.dtypes[0]) == (600, 700, 1, "uint8")
@@ -159,7 +159,7 @@ def test_nodata_pixels_are_255_and_empty_windows_are_skipped(make_geotiff, tmp_p
     ids[150:, 200:] = 0
     scene = make_geotiff(ids, nodata=0)
     result = predict(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
-                           unit_norm(1), tile=64, overlap=16, probs=tmp_path / "conf.tif")
+                     unit_norm(1), tile=64, overlap=16, probs=tmp_path / "conf.tif")
     with rasterio.open(tmp_path / "out.tif") as ds, rasterio.open(tmp_path / "conf.tif") as conf:
         out, c = ds.read(1), conf.read(1)
     expected = np.where(ids == 0, 255, ids).astype(np.uint8)
@@ -174,7 +174,7 @@ def test_nan_float_pixels_are_nodata(make_geotiff, tmp_path):
     data[0, 40:50, :] = np.nan  # only one band NaN: still data
     scene = make_geotiff(data)
     predict(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"), unit_norm(2),
-                  tile=32, overlap=8)
+            tile=32, overlap=8)
     with rasterio.open(tmp_path / "out.tif") as ds:
         out = ds.read(1)
     assert (out[10:20, 30:50] == 255).all()
@@ -231,7 +231,7 @@ def test_no_crs_is_allowed_with_a_warning_and_keeps_the_pixel_grid(make_geotiff,
     scene = make_geotiff(ids, crs=None)
     with pytest.warns(NoCRSWarning, match="no CRS"):
         predict(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
-                      unit_norm(1), tile=32, overlap=8)
+                unit_norm(1), tile=32, overlap=8)
     with rasterio.open(tmp_path / "out.tif") as ds, rasterio.open(scene) as src:
         assert ds.crs is None and ds.transform == src.transform
         np.testing.assert_array_equal(ds.read(1), ids)
@@ -245,7 +245,7 @@ def test_failure_leaves_nothing_at_the_output(make_geotiff, tmp_path):
     scene = make_geotiff(np.zeros((40, 40), np.uint8))
     with pytest.raises(RuntimeError, match="boom"):
         predict(scene, tmp_path / "out.tif", TorchPredictor(Broken(), "cpu", num_classes=6),
-                      unit_norm(1), tile=32, overlap=8, probs=tmp_path / "conf.tif")
+                unit_norm(1), tile=32, overlap=8, probs=tmp_path / "conf.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 

@@ -9,10 +9,10 @@ import pytest
 import rasterio
 import torch
 import torch.nn as nn
+from rsseg.models import create_model
 
 from rsseg.checkpoint import Checkpoint, Normalization
 from rsseg.cli import run
-from rsseg.models import create_model
 
 MODEL = "tiny_test_net"
 

@@ -13,10 +13,10 @@ from rasterio.transform import from_origin
 from rsseg.classes import ISPRS
 from rsseg.cli import run
 from rsseg.errors import InputError
-from rsseg.score.metrics import confusion_matrix, scores_from_confusion
-from rsseg.score.rasters import score_many, score_rasters
 from rsseg.score.labels import boundary_mask
+from rsseg.score.metrics import confusion_matrix, scores_from_confusion
 from rsseg.score.pairing import match_key, pair_by_name, read_pairs_csv
+from rsseg.score.rasters import score_many, score_rasters
 
 TRANSFORM = from_origin(500000.0, 5400000.0, 0.5, 0.5)
 CRS = "EPSG:32632"
