@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not _looks_like_torch_save(path):  # text, image, ...: say so, not "refused"
         raise ModelError("not a checkpoint file (not a torch save file)", path)
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A pickle protocol other than torch's own: the weights-only loader says so
+            # before refusing (or loading) it; our one-line error is the message.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses pickles that reference arbitrary code/classes.
         raise ModelError("refused: not a plain rsseg checkpoint (it would need to run code "

@@ -10,7 +10,7 @@ Plan:
 1. resolve the inputs (:mod:`rsseg.batch.inputs`) and group touching tiles on
    one pixel grid into mosaics, each read through a VRT of its tiles
    (``out/.rsseg/inputs-<k>.vrt``); a tile is predicted as a *region* of its
-   mosaic (:func:`rsseg.predict.engine.predict_scene` ``region=``), so its border
+   mosaic (:func:`rsseg.predict_scene` with ``PredictSettings(region=...)``), so its border
    windows see the neighbours and the result equals predicting the whole mosaic;
 2. skip the tiles the manifest records as done from the same inputs and
    settings (``--resume``);

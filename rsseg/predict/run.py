@@ -38,8 +38,8 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
     check_outputs(output, settings, inputs)
     with relay_warnings(say, "always"):  # every one: they describe this input
         scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
-        predictor = load_predictor(model, weights, channels=scene.channels, device=device,
-                                   backend=backend, seed=seed, input_bands=scene.names)
+    predictor = load_predictor(model, weights, channels=scene.channels, device=device,
+                               backend=backend, seed=seed, input_bands=scene.names)
     for note in predictor.notes:
         say(note)
     with relay_warnings(say, "default"):  # once each: reader threads reopen the files

@@ -10,7 +10,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
@@ -49,8 +49,7 @@ class PredictSettings:
     on_scores: Callable | None = None
 
 
-@dataclass(frozen=True)
-class Tiling:
+class Tiling(NamedTuple):
     tile: int
     overlap: int
 
