@@ -72,11 +72,12 @@ class BatchSummary:
     vector: Path | None = None
     seconds: float = 0.0
     run_id: str = ""
+    notes: list[str] = field(default_factory=list)  # what the weights are (load_predictor)
 
     def lines(self) -> list[str]:
         head = (f"batch: {len(self.done)} tile(s) predicted, {len(self.skipped)} already done, "
                 f"{len(self.failed)} failed ({self.seconds:.1f} s)")
-        return [head] + [f"failed: {error}" for error in self.failed.values()]
+        return self.notes + [head] + [f"failed: {error}" for error in self.failed.values()]
 
 
 @dataclass
@@ -101,7 +102,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     _check_existing(tiles, out, options)
     stems = {t.stem for t in tiles} | RESERVED
     mosaics = group_mosaics(tiles)
-    settings = _settings(tiles, options)
+    settings, summary.notes = _settings(tiles, options)
     _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
     plans = _plan(tiles, mosaics, out, options, settings)
     manifest = Manifest.load(out, settings)
@@ -223,7 +224,9 @@ def _settings(tiles: list[Tile], options: BatchOptions):
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
                 "vector": _vector_options(options) if options.vector else None}
-    return settings
+    # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
+    # in the summary; random-weights remarks are the user's own choice.
+    return settings, [line for line in resolved.notes if line.startswith("note: ")]
 
 
 def _vector_options(options: BatchOptions) -> dict:

@@ -33,9 +33,12 @@ from rsseg.errors import InputError
 from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog, write_raw_vrt
 from rsseg.io.normalization import Normalization
 from rsseg.io.scene import Scene, default_normalization
-from rsseg.predict.blend import StreamingBlender, window_order
-from rsseg.predict.regions import CroppedSink, check_region, region_grid
-from rsseg.predict.settings import (
+from rsseg.progress import Progress
+from rsseg.tiling import BlendWeights, WindowGrid
+
+from .blend import StreamingBlender, window_order
+from .regions import CroppedSink, check_region, region_grid
+from .settings import (
     PredictSettings,
     Tiling,
     check_outputs,
@@ -43,9 +46,7 @@ from rsseg.predict.settings import (
     check_settings,
     resolve_tiling,
 )
-from rsseg.predict.sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
-from rsseg.progress import Progress
-from rsseg.tiling import BlendWeights, WindowGrid
+from .sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
 
 # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; rasterio
 # takes GDAL_CACHEMAX in bytes (512 would mean 512 bytes). RSSEG_GDAL_CACHEMAX_MB

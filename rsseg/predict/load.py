@@ -20,7 +20,8 @@ import numpy as np
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import ModelError, UsageError
 from rsseg.io.normalization import Normalization
-from rsseg.predict.predictor import Predictor
+
+from .predictor import Predictor
 
 DEFAULT_MODEL = "bafnet"
 BACKENDS = ("torch", "onnx")
@@ -79,7 +80,7 @@ def load_predictor(model: str | None = None, weights: str | os.PathLike | None =
         raise ModelError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "onnx":
         return _load_onnx(weights, channels, device, input_bands)
-    from rsseg.predict.predictor import TorchPredictor, resolve_device
+    from .predictor import TorchPredictor, resolve_device
 
     torch_device = resolve_device(device)
     loaded = _load_torch(model, weights, channels, seed, input_bands)
@@ -159,7 +160,7 @@ def _load_onnx(weights, channels: int, device: str, input_bands) -> LoadedPredic
     if weights is None or str(weights) == "random":
         raise UsageError("--backend onnx needs an exported model: --weights MODEL.onnx "
                          "(see `rsseg export`)")
-    from rsseg.predict.onnx_predictor import OnnxPredictor
+    from .onnx_predictor import OnnxPredictor
 
     predictor = OnnxPredictor(weights, device)
     info = predictor.info

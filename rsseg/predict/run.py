@@ -14,9 +14,9 @@ import os
 import warnings
 from typing import Callable, Iterator
 
-from rsseg.predict.engine import PredictResult, run_checked
-from rsseg.predict.load import load_predictor
-from rsseg.predict.settings import PredictSettings, check_outputs, check_settings
+from .engine import PredictResult, run_checked
+from .load import load_predictor
+from .settings import PredictSettings, check_outputs, check_settings
 
 
 def predict_file(input, output, settings: PredictSettings, *, model: str | None = None,
