@@ -22,10 +22,11 @@ round=1
 while [ "$round" -le "$rounds" ]; do
     for side in before after; do
         if [ "$side" = before ]; then tree=$before; else tree=$root; fi
-        echo "== $side ($base if before), round $round: predict_overhead --size $size"
+        label=$side; [ "$side" = before ] && label="before ($base)"
+        echo "== $label, round $round: predict_overhead --size $size"
         PYTHONPATH=$tree "$py" "$tree/benchmarks/predict_overhead.py" --size "$size" \
             --repeats 2 --threads 1
-        echo "== $side, round $round: predict_memory --sizes $mem_sizes"
+        echo "== $label, round $round: predict_memory --sizes $mem_sizes"
         PYTHONPATH=$tree "$py" "$tree/benchmarks/predict_memory.py" --sizes "$mem_sizes"
     done
     round=$((round + 1))
