@@ -137,6 +137,7 @@ def _load_torch(model: str | None, weights, channels: int, seed: int,
     notes = [f"note: {path.name} ({ckpt.model_name}): {ckpt.note}"] if ckpt.note else []
     if ckpt.bands is None:
         notes.append(f"warning: {path} has no band normalisation; {_DTYPE_SCALING}")
+    notes += _height_band_warnings(ckpt.bands, input_bands)
     return LoadedPredictor(None, ckpt.bands, ckpt.classes, dict(ckpt.tile or {}),
                            ckpt.model_name, str(path), ckpt.note, notes, ckpt.build_model())
 
@@ -173,6 +174,21 @@ def _load_onnx(weights, channels: int, device: str, input_bands) -> LoadedPredic
                            info.model_name, source, info.note, notes)
 
 
+HEIGHT_BANDS = ("DSM", "NDSM", "HEIGHT")
+
+
+def _height_band_warnings(bands: Normalization | None, input_bands) -> list[str]:
+    """A height channel fed a band that also feeds another channel (``--bands 1,2,3,3`` on an
+    RGB file) is a colour band standing in for a DSM: the map will be wrong, so say so."""
+    if bands is None or not input_bands or len(input_bands) != bands.num_bands:
+        return []
+    return [f"warning: the model's {name} channel (band {k + 1}) is fed {input_bands[k]!r}, "
+            "which also feeds another channel; a height band must come from a DSM file "
+            "(--dsm FILE)"
+            for k, name in enumerate(bands.names)
+            if name.upper() in HEIGHT_BANDS and input_bands.count(input_bands[k]) > 1]
+
+
 def band_hint(needed: int, bands: Normalization | None, provided: int,
               input_bands: list[str] | None = None) -> str:
     """What the model needs, what the input gives, and how to supply the rest."""
@@ -180,6 +196,6 @@ def band_hint(needed: int, bands: Normalization | None, provided: int,
     has = f" ({', '.join(input_bands)})" if input_bands else ""
     text = (f"model expects {needed} bands{names} but the input provides {provided}{has}; "
             "pick the matching bands, in the model's order, with --bands")
-    if bands and any(n.upper() in ("DSM", "NDSM", "HEIGHT") for n in bands.names):
+    if bands and any(n.upper() in HEIGHT_BANDS for n in bands.names):
         text += "; a height band must come from a real DSM file: --dsm FILE"
     return text + "; bands in other files: --band-file FILE[:BANDS]"

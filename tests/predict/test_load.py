@@ -104,6 +104,22 @@ def test_band_mismatch_names_what_the_model_needs_and_what_the_file_has(checkpoi
     assert "--dsm FILE" in message and "--bands" in message
 
 
+def test_a_colour_band_repeated_as_the_dsm_is_pointed_out(checkpoint, make_geotiff, tmp_path,
+                                                          capsys):
+    """The issue's case: `--bands 1,2,3,3` on an RGB file feeds blue to the DSM channel."""
+    rgb = make_geotiff(np.random.default_rng(2).integers(0, 255, (3, 40, 50)).astype(np.uint8),
+                       name="rgb.tif")
+    assert rsseg("predict", rgb, "--weights", checkpoint, "--bands", "1,2,3,3", "--tile", 32,
+                 "--overlap", 8, "-o", tmp_path / "c.tif", "--no-progress") == 0
+    warning = [line for line in err_lines(capsys) if "warning" in line]
+    assert warning == ["rsseg: warning: the model's DSM channel (band 4) is fed 'band3', which "
+                       "also feeds another channel; a height band must come from a DSM file "
+                       "(--dsm FILE)"]
+    loaded = load_predictor(weights=checkpoint, channels=4, device="cpu",
+                            input_bands=["band1", "band2", "band3", "DSM"])
+    assert not [n for n in loaded.notes if n.startswith("warning")]
+
+
 def test_device_cuda_without_a_gpu_fails_before_any_work(checkpoint):
     import torch
 
