@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from rsseg.errors import InputError, UsageError
+
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 BLENDS = ("crop", "mean", "linear", "cosine", "spline")  # = rsseg.tiling.BLEND_MODES (tested)
@@ -62,8 +64,6 @@ def resolve_tiling(tile: int | None, overlap: int | None, preferred: dict | None
     model's when it fits the tile (at most half of it), else tile/4 with a warning.
     An explicit overlap must be smaller than the tile.
     """
-    from rsseg.errors import InputError, UsageError
-
     preferred = preferred or {}
     tile = int(tile or preferred.get("size") or DEFAULT_TILE)
     if tile < 16:
@@ -90,27 +90,25 @@ def _default_overlap(tile: int, preferred: int | None) -> int:
 
 def check_plan(height: int, width: int, tiling: Tiling, source=None) -> None:
     """Refuse a window plan far larger than the default grid's (a tiny stride)."""
-    from rsseg.errors import InputError
-    from rsseg.tiling.grid import axis_starts
+    from rsseg.tiling.grid import axis_starts  # imported here: --help needs none of this
 
     def count(overlap: int) -> int:
         return (len(axis_starts(height, tiling.tile, overlap))
                 * len(axis_starts(width, tiling.tile, overlap)))
 
     planned = count(tiling.overlap)
-    usual = count(tiling.tile // DEFAULT_OVERLAP_FRACTION)
+    quarter = tiling.tile // DEFAULT_OVERLAP_FRACTION
+    usual = count(quarter)
     if planned > MAX_WINDOW_FACTOR * usual:
         raise InputError(f"tile {tiling.tile} with overlap {tiling.overlap} plans {planned:,} "
-                         f"windows, {planned / usual:.0f}x those of a {tiling.tile // 4}-px "
-                         f"overlap ({usual:,}); use a smaller --overlap (e.g. "
-                         f"{tiling.tile // DEFAULT_OVERLAP_FRACTION})", source)
+                         f"windows, {planned / usual:.0f}x those of a {quarter}-px overlap "
+                         f"({usual:,}); use a smaller --overlap (e.g. {quarter})", source)
 
 
 def check_settings(settings: PredictSettings) -> None:
     """Values that need no scene: fail before anything is read or written."""
-    from rsseg.errors import InputError
 
-    if settings.tile is not None or settings.overlap is not None:
+    if settings.tile is not None:  # an overlap alone is checked against the model's tile
         resolve_tiling(settings.tile, settings.overlap or 0)  # tile >= 16, overlap < tile
     if settings.blend not in BLENDS:
         raise InputError(f"unknown blend mode {settings.blend!r}; choose from {', '.join(BLENDS)}")
@@ -122,7 +120,6 @@ def check_outputs(output, settings: PredictSettings, inputs=()) -> None:
     """Every output path, once, before work starts: writable, not existing (unless
     ``overwrite``), distinct from each other and from every input (even with overwrite)."""
     from rsseg.atomic import check_output_path
-    from rsseg.errors import UsageError
 
     seen = {os.path.realpath(p): "input" for p in inputs if p}
     for path, role in _outputs(output, settings):
