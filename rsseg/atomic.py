@@ -24,12 +24,42 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
         raise OutputError("output is a directory, not a file", path)
     if path.exists() and not overwrite:
         raise OutputError("output exists; pass --overwrite to replace it", path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output directory {parent} does not exist", path)
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory {parent} is not writable", path)
+    check_folder_creatable(path.parent if str(path.parent) else Path("."), path)
     return path
+
+
+def check_folder_creatable(folder: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Fail early unless ``folder`` exists or can be created (missing folders are made).
+
+    The rule for every command: a missing output folder (``-o runs/x/best.pt``,
+    ``-o pred/a.tif``) is created when the output is written, not refused.
+    """
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing} is a file, so folder {folder} cannot be created", output)
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"output folder {existing} is not writable", output)
+
+
+def make_folders(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    missing = []
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+    return missing[::-1]
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Undo :func:`make_folders` after a failure (only folders still empty)."""
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def temporary_sibling(path: str | os.PathLike, suffix: str | None = None) -> Path:
@@ -51,11 +81,13 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
     removed too.
     """
     final = check_output_path(path, overwrite)
+    created = make_folders(final.parent)
     tmp = temporary_sibling(final, suffix)
     try:
         yield tmp
         _check_complete(tmp, final)
         os.replace(tmp, final)
+        created = []
     except OutputError:
         _cleanup(tmp)
         raise
@@ -74,6 +106,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
         for side in (".aux.xml", ".ovr", "-journal", "-wal", "-shm"):
             with contextlib.suppress(OSError):
                 Path(str(tmp) + side).unlink()
+        remove_folders(created)
 
 
 DISK_FULL = "no space left on device (disk full); free some space and run again"

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
+from rsseg.atomic import check_folder_creatable, make_folders
 from rsseg.errors import OutputError
 
 DEMO_SEED = 7  # not among the seeds the bundled weights were trained or validated on
@@ -83,9 +84,8 @@ def _check_model(model: str, weights) -> None:
 def _prepare_dir(out: Path) -> DemoFiles:
     if out.exists() and not out.is_dir():
         raise OutputError("demo output is a file, not a directory", out)
-    if not out.parent.is_dir():
-        raise OutputError(f"parent directory {out.parent} does not exist", out)
-    out.mkdir(exist_ok=True)
+    check_folder_creatable(out, out)
+    make_folders(out)
     return DemoFiles(out)
 
 

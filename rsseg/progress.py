@@ -43,8 +43,10 @@ class Progress:
             if mpx_per_unit:
                 self._bar = tqdm(total=self.total * mpx_per_unit, desc=task, unit="Mpx",
                                  unit_scale=False, dynamic_ncols=True, file=sys.stderr,
+                                 # rate_noinv_fmt: always Mpx/s (rate_fmt flips to s/Mpx
+                                 # below 1 Mpx/s)
                                  bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx "
-                                            "[{elapsed}<{remaining}, {rate_fmt}]")
+                                            "[{elapsed}<{remaining}, {rate_noinv_fmt}]")
                 self._scale = mpx_per_unit
             else:
                 self._bar = tqdm(total=self.total, desc=task, unit=unit, dynamic_ncols=True,
@@ -56,7 +58,12 @@ class Progress:
     def update(self, n: int = 1) -> None:
         self.done += n
         if self._bar is not None:
-            self._bar.update(n * self._scale)
+            # Summed float Mpx can overshoot the total by a rounding error, which tqdm reports
+            # as "clamping frac to range [0, 1]" and a negative ETA: land exactly on the total.
+            step = n * self._scale
+            if self.done >= self.total:
+                step = self._bar.total - self._bar.n
+            self._bar.update(step)
         elif self.mode == "json":
             now = time.perf_counter()
             # Throttle to ~10 lines/s; always report completion.

@@ -51,10 +51,10 @@ run rsseg models
 
 step "synth -> predict (bundled weights) -> vectorize -> score"
 run rsseg synth -o scene.tif --size 384x320 --seed 3 --labels labels.tif
-run rsseg predict scene.tif --model bafnet -o classes.tif --probs conf.tif
-run rsseg vectorize classes.tif -o classes.gpkg
+run rsseg predict scene.tif --model bafnet -o classes.tif --probs conf.tif --stac
+run rsseg vectorize classes.tif -o classes.gpkg --stac
 run rsseg score classes.tif labels.tif --json report.json
-for f in classes.tif conf.tif classes.gpkg report.json; do
+for f in classes.tif conf.tif classes.gpkg classes.stac.json report.json; do
     [ -s "$f" ] || { step "$f was not written"; exit 1; }
 done
 

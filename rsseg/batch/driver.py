@@ -33,6 +33,7 @@ from rsseg.batch.inputs import Tile, aligned, context_tiles, group_mosaics, layo
 from rsseg.batch.manifest import Manifest, digest, fingerprint, now
 from rsseg.batch.split import PARTS_DIR, band_count, merge_parts, split_job
 from rsseg.batch.worker import ModelSpec, TileJob
+from rsseg.atomic import check_folder_creatable, make_folders
 from rsseg.errors import InputError, OutputError
 from rsseg.progress import Progress
 
@@ -160,17 +161,13 @@ def _check_out_dir(out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError("output must be a directory", out)
-    if not out.parent.is_dir():
-        raise OutputError(f"output directory {out.parent} does not exist", out)
-    if not os.access(out if out.exists() else out.parent, os.W_OK):
-        raise OutputError("output directory is not writable", out)
+    check_folder_creatable(out, out)
     return out
 
 
 def _prepare_out_dir(out_dir) -> Path:
     out = _check_out_dir(out_dir)
-    out.mkdir(exist_ok=True)
-    (out / INTERNAL_DIR).mkdir(exist_ok=True)
+    make_folders(out / INTERNAL_DIR)
     if not os.access(out, os.W_OK):
         raise OutputError("output directory is not writable", out)
     return out

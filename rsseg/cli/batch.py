@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import common_options, parse_bands, seed_option, stac_option, window_options
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -30,7 +30,7 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.option("--simplify", type=click.FloatRange(min=0), default=None,
               help="With --vector: coverage simplification tolerance in map units.")
 @click.option("--min-area", type=click.FloatRange(min=0), default=None,
-              help="With --vector: merge polygons smaller than this (map units squared).")
+              help="With --vector: merge polygons smaller than this (m²).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Worker processes of the local Dask cluster (ignored with --scheduler).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -40,10 +40,11 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, window_o
 @click.option("--resume", is_flag=True,
               help="Skip the tiles manifest.json records as done from the same inputs and "
                    "settings; redo failed and changed ones.")
+@stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, batch_size, device,
-          vector, simplify, min_area, workers, threads, scheduler, resume, seed, overwrite,
+          vector, simplify, min_area, workers, threads, scheduler, resume, stac, seed, overwrite,
           progress, progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
@@ -77,6 +78,10 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
                            threads=threads, scheduler=scheduler, resume=resume,
                            overwrite=overwrite, progress=progress_mode(progress, progress_json))
     summary = run_batch(inputs, out_dir, options)
+    if stac:  # an Item per finished tile and mosaic.stac.json, a Collection over them
+        from rsseg.io.stac import write_batch_stac
+
+        write_batch_stac(out_dir, model_name, weights)
     for line in summary.lines():
         click.echo(f"rsseg: {line}", err=True)
     return 1 if summary.failed else 0

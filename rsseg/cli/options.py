@@ -16,6 +16,21 @@ progress_option = click.option("--progress/--no-progress", default=True, show_de
 progress_json_option = click.option(
     "--progress-json", is_flag=True,
     help="Write progress as JSON lines on stdout (for programs such as the QGIS plugin).")
+stac_option = click.option(
+    "--stac", is_flag=True,
+    help="Also write a STAC Item beside each class raster (NAME.stac.json: footprint, grid, "
+         "classes, model, assets; batch adds mosaic.stac.json, a Collection). See docs/stac.md.")
+
+
+def _set_quiet(ctx, param, value):
+    if value:
+        ctx.meta["rsseg.quiet"] = True
+
+
+# Eager and not passed to the command: every command gets it without a parameter of its own.
+quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, is_eager=True,
+                            callback=_set_quiet,
+                            help="No completion line (errors and warnings are still shown).")
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
@@ -36,10 +51,31 @@ def window_options(f):
 
 
 def common_options(f):
-    """--overwrite, --progress/--no-progress, --progress-json, --debug."""
-    for opt in (debug_option, progress_json_option, progress_option, overwrite_option):
+    """--overwrite, --progress/--no-progress, --progress-json, --quiet, --debug."""
+    for opt in (debug_option, quiet_option, progress_json_option, progress_option,
+                overwrite_option):
         f = opt(f)
     return f
+
+
+def report_done(message: str, mode: str, **result) -> None:
+    """The completion line of a command (what was written, classes, time, Mpx/s).
+
+    On stderr for people; a JSON ``result`` event on stdout with ``--progress-json``;
+    nothing with ``--quiet``.
+    """
+    if click.get_current_context().meta.get("rsseg.quiet"):
+        return
+    if mode == "json":
+        import json
+
+        click.echo(json.dumps({"event": "result", "message": message, **result}))
+    else:
+        click.echo(message, err=True)
+
+
+def rate(megapixels: float, seconds: float) -> str:
+    return f"{seconds:.1f} s, {megapixels / max(seconds, 1e-9):.1f} Mpx/s"
 
 
 def parse_bands(ctx, param, value):

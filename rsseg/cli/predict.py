@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options, parse_bands, seed_option, window_options
+from rsseg.cli.options import (common_options, parse_bands, rate, report_done, seed_option,
+                               stac_option, window_options)
 
 
 def _parse_band_files(ctx, param, values):
@@ -55,10 +56,11 @@ def _parse_band_files(ctx, param, values):
 @click.option("--vector", "vector", default=None, metavar="PATH",
               help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
                    "with mean_confidence when --probs is given).")
+@stac_option
 @seed_option
 @common_options
 def predict(input, output, model_name, weights, bands, band_files, dsm, align, tile, overlap,
-            blend, batch_size, device, probs, backend, vector, seed, overwrite, progress,
+            blend, batch_size, device, probs, backend, vector, stac, seed, overwrite, progress,
             progress_json):
     """Predict land-cover classes for the GeoTIFF INPUT and write them to OUTPUT as a COG
     with the same CRS, transform and shape, a colour table, class names and nodata 255.
@@ -73,9 +75,12 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     from rsseg.predict.settings import PredictSettings
     from rsseg.progress import progress_mode
 
+    mode = progress_mode(progress, progress_json)
     settings = PredictSettings(tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-                               probs=probs, vector=vector, overwrite=overwrite,
-                               progress=progress_mode(progress, progress_json))
-    predict_file(input, output, settings, model=model_name, weights=weights, backend=backend,
-                 device=device, seed=seed, bands=bands, band_files=band_files, dsm=dsm,
-                 align=align, say=lambda line: click.echo(f"rsseg: {line}", err=True))
+                               probs=probs, vector=vector, overwrite=overwrite, progress=mode)
+    result = predict_file(input, output, settings, model=model_name, weights=weights,
+                          backend=backend, device=device, seed=seed, bands=bands,
+                          band_files=band_files, dsm=dsm, align=align, stac=stac,
+                          say=lambda line: click.echo(f"rsseg: {line}", err=True))
+    report_done(f"wrote {result.describe()} in {rate(result.megapixels, result.seconds)}", mode,
+                **result.summary())

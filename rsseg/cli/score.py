@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
-from rsseg.cli.options import common_options
+from rsseg.cli.options import common_options, rate, report_done
 
 EPILOG = """\b
 Examples:
@@ -70,6 +72,7 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     outputs = {"json": json_path, "csv": csv_path, "plot": plot_path}
     check_report_paths(outputs, overwrite)
     mode = progress_mode(progress, progress_json)
+    started = time.perf_counter()
     report = score_many(pairs, exclude=exclude, conventions=conventions, progress_mode=mode,
                         label_format=label_format, ignore_index=ignore_index, eroded=eroded,
                         erode_radius=erode_radius, erode_shape=erode_shape,
@@ -81,8 +84,12 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
             log_message(mode, line)
     else:
         click.echo(table)
-        for path in written:
-            click.echo(f"wrote {path}", err=True)
+    present = [c["name"] for c in report["classes"] if c["support"] or c["predicted"]]
+    outputs = ", ".join(str(p) for p in written) or "no report files"
+    report_done(f"scored {len(pairs)} pair(s), {report['pixels']:,} px (mIoU "
+                f"{100 * (report['miou'] or 0):.2f}); classes present: {', '.join(present)}; "
+                f"wrote {outputs}; {rate(report['pixels'] / 1e6, time.perf_counter() - started)}",
+                mode, written=[str(p) for p in written], classes_present=present)
 
 
 def _pairs(rasters, labels_dir, pairs_csv, eroded, pair_by_name, read_pairs_csv):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import common_options
+from rsseg.cli.options import common_options, rate, report_done, stac_option
 
 
 def _parse_classes(ctx, param, value):
@@ -38,9 +38,10 @@ def _parse_classes(ctx, param, value):
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes polygonizing blocks in parallel; 0 = automatic (1 below "
                    "16 Mpx, else the idle CPUs, at most 4). The output does not depend on it.")
+@stac_option
 @common_options
 def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, connectivity,
-              block_size, workers, overwrite, progress, progress_json):
+              block_size, workers, stac, overwrite, progress, progress_json):
     """Polygonize CLASS_RASTER (e.g. from `rsseg predict`) into the GeoPackage OUTPUT.
 
     One layer with class_id, class_name, area_m2, perimeter_m (and mean_confidence with
@@ -51,16 +52,21 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
     from rsseg.vectorize.streaming import vectorize_raster
 
     mode = progress_mode(progress, progress_json)
+    if stac:
+        from rsseg.io.stac import check_item_path
+
+        check_item_path(output, overwrite, classes=class_raster)
     summary = vectorize_raster(class_raster, output, layer=layer, probs=probs,
                                simplify=simplify, min_area=min_area, classes=classes,
                                connectivity=int(connectivity), block_size=block_size,
                                overwrite=overwrite, progress=mode, workers=workers)
-    counts = ", ".join(f"{name} {n}" for name, n in summary["per_class"].items()) or "none"
-    message = (f"wrote {summary['features']} polygons to {summary['output']} "
-               f"(layer {summary['layer']}; {counts}) in {summary['seconds']:.1f} s")
-    if mode == "json":
-        import json
+    if stac:
+        from rsseg.io.stac import write_output_item
 
-        click.echo(json.dumps({"event": "result", **summary}))
-    else:
-        click.echo(message, err=True)
+        summary["stac"] = str(write_output_item(output, classes_raster=class_raster,
+                                                confidence=probs, vector=output,
+                                                overwrite=overwrite, extend=True))
+    counts = ", ".join(f"{name} {n}" for name, n in summary["per_class"].items()) or "none"
+    report_done(f"wrote {summary['features']} polygons to {summary['output']} "
+                f"(layer {summary['layer']}; {counts}) in "
+                f"{rate(summary['megapixels'], summary['seconds'])}", mode, **summary)

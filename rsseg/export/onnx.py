@@ -17,6 +17,11 @@ two batch sizes, and probed at smaller sizes for the smallest input it still
 reproduces (``min_size`` in the metadata; the predictor pads smaller windows up).
 A network whose graph fails the check, or whose ``min_size`` exceeds the tile,
 is exported again with a fixed spatial size (the tile); batch stays dynamic.
+
+Every export also carries the metadata keys Deepness and GeoDeep read
+(:mod:`rsseg.export.interop`); ``target="deepness"|"geodeep"`` (``rsseg export
+--for``) exports the input/output contract those tools need instead: RGB scaled
+to 0..1 with the normalisation baked in, softmax probabilities, a fixed tile.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 from rsseg.atomic import atomic_output, check_output_path
 from rsseg.checkpoint import Checkpoint, load_checkpoint
 from rsseg.errors import ModelError
+from rsseg.export import interop
 
 FORMAT = "rsseg-onnx"
 FORMAT_VERSION = 1
@@ -73,7 +79,8 @@ def trace_shape(stride: int) -> tuple[int, int]:
 def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | os.PathLike, *,
                       opset: int = DEFAULT_OPSET, tile: int | None = None,
                       overwrite: bool = False, check: bool = True, on_step=None,
-                      source: str | None = None) -> ExportResult:
+                      source: str | None = None, target: str | None = None,
+                      resolution: float | None = None) -> ExportResult:
     """Write the network of ``checkpoint`` (a path or a loaded checkpoint) as ONNX to ``output``.
 
     ``tile`` (default: the checkpoint's tile size, else 512) is stored as the
@@ -82,6 +89,11 @@ def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | 
     ``check=False`` skips comparing the graph with torch (and the fallback).
     ``on_step(message)`` is called after each stage; ``source`` names the checkpoint
     in messages when a loaded one is passed.
+
+    ``target`` ("deepness" or "geodeep") exports the fixed contract those tools
+    need instead (:mod:`rsseg.export.interop`): RGB scaled to 0..1 in, softmax
+    probabilities out, a fixed tile x tile input. ``resolution`` (cm/px) overrides
+    the checkpoint's training GSD in the tools' ``resolution`` key.
     """
     if not OPSETS[0] <= opset <= OPSETS[1]:
         raise ModelError(f"ONNX opset {opset} is not supported; choose {OPSETS[0]}..{OPSETS[1]}")
@@ -92,16 +104,62 @@ def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | 
     tile_meta = _tile_settings(ckpt, tile)
     if tile_meta["size"] < 16:
         raise ModelError(f"tile size must be at least 16, got {tile_meta['size']}")
+    contract = _contract(ckpt, target, tile_meta, resolution)
     model = ckpt.build_model()
     step = on_step or (lambda message: None)
     step(f"loaded {ckpt.model_name} from {source}")
 
     with atomic_output(output, overwrite) as tmp:
-        min_size, dynamic, diff = _export_checked(model, ckpt, tmp, opset, tile_meta["size"],
-                                                  check, step, source)
+        if target is None:
+            min_size, dynamic, diff = _export_checked(model, ckpt, tmp, opset,
+                                                      tile_meta["size"], check, step, source)
+        else:
+            graph = interop.tool_input_graph(model, ckpt, contract.order)
+            min_size, dynamic = (tile_meta["size"], tile_meta["size"]), False
+            diff = _export_fixed(graph, ckpt, tmp, opset, tile_meta["size"], check, source)
         step(f"exported {ckpt.model_name} (opset {opset})")
-        _write_metadata(tmp, ckpt, tile_meta, min_size, dynamic)
+        _write_metadata(tmp, ckpt, tile_meta, min_size, dynamic, contract)
     return ExportResult(Path(output), ckpt.model_name, dynamic, min_size, tile_meta, diff, opset)
+
+
+@dataclass
+class _Contract:
+    """What the exported graph takes and returns, and the tools' metadata keys."""
+
+    bands: dict | None  # rsseg's normalisation for this graph's input
+    output_kind: str  # "logits" (rsseg applies the softmax) or "probabilities"
+    target: str | None
+    tool_keys: dict[str, str]
+    order: list[int] | None = None  # tool R, G, B band feeding each network band
+
+
+def _contract(ckpt: Checkpoint, target: str | None, tile: dict,
+              resolution: float | None) -> _Contract:
+    cm = interop.resolution_cm(ckpt, resolution)
+    if target is None:
+        keys = interop.tool_metadata(ckpt.classes, tile, interop.default_standardization(ckpt), cm)
+        bands = None if ckpt.bands is None else ckpt.bands.to_dict()
+        return _Contract(bands, "logits", None, keys)
+    order, norm = interop.tool_contract(ckpt, target)
+    identity = ([0.0] * 3, [1.0] * 3)  # the normalisation is inside the graph
+    keys = interop.tool_metadata(ckpt.classes, tile, identity, cm)
+    return _Contract(norm.to_dict(), "probabilities", target, keys, order)
+
+
+def _export_fixed(graph, ckpt: Checkpoint, path: Path, opset: int, size: int, check: bool,
+                  source: str) -> float:
+    """Export ``graph`` at a fixed ``size`` x ``size`` (dynamic batch), checked against torch."""
+    _export_graph(graph, ckpt, path, opset, (size, size), dynamic_spatial=False, source=source)
+    if not check:
+        return 0.0
+    import onnx
+
+    diff = _compare(graph, _session(onnx.load(str(path))), ckpt.in_channels,
+                    [(2, size, size)])
+    if diff is None:
+        raise ModelError(f"the ONNX graph of {ckpt.model_name} does not reproduce torch at "
+                         f"{size}x{size}; cannot export it", source)
+    return diff
 
 
 def _export_checked(model, ckpt: Checkpoint, path: Path, opset: int, size: int, check: bool,
@@ -249,25 +307,35 @@ def _torch_threads() -> int:
 
 
 def _write_metadata(path: Path, ckpt: Checkpoint, tile: dict, shape: tuple[int, int],
-                    dynamic_spatial: bool) -> None:
-    """Store everything predict needs as JSON strings in ``metadata_props``."""
+                    dynamic_spatial: bool, contract: _Contract) -> None:
+    """Store everything predict needs as JSON strings in ``metadata_props``, then the
+    keys Deepness and GeoDeep read (:mod:`rsseg.export.interop`)."""
     import onnx
 
     graph = onnx.load(str(path))
+    marker = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    if contract.target:
+        marker["for"] = contract.target
     values = {
-        "rsseg": {"format": FORMAT, "format_version": FORMAT_VERSION},
+        "rsseg": marker,
         "model": {"name": ckpt.model_name, "config": dict(ckpt.model_config)},
         "classes": ckpt.classes.to_dict(),
-        "bands": None if ckpt.bands is None else ckpt.bands.to_dict(),
+        "bands": contract.bands,
         "tile": tile,
         "input": {"name": INPUT_NAME, "channels": ckpt.in_channels, "dynamic_batch": True,
                   "dynamic_spatial": dynamic_spatial, "min_size": list(shape)},
-        "output": {"name": OUTPUT_NAME, "kind": "logits", "activation": "softmax"},
+        "output": {"name": OUTPUT_NAME, "kind": contract.output_kind,
+                   "activation": "softmax" if contract.output_kind == "logits" else None},
         "note": ckpt.note,
     }
     del graph.metadata_props[:]
     for key in METADATA_KEYS:
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(values[key])
-    graph.doc_string = f"rsseg {ckpt.model_name}: normalised image -> class logits"
+    for key, value in contract.tool_keys.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    what = ("RGB 0..1 -> class probabilities" if contract.target
+            else "normalised image -> class logits")
+    graph.doc_string = f"rsseg {ckpt.model_name}: {what}"
     onnx.save(graph, str(path))

@@ -67,6 +67,21 @@ class PredictResult:
     overlap: int = 0
     vector: Path | None = None
     features: int | None = None
+    megapixels: float = 0.0
+    stac: Path | None = None
+
+    def describe(self) -> str:
+        """What was written, for a completion line."""
+        written = [self.output.name] + [p.name for p in (self.probs, self.vector, self.stac) if p]
+        polygons = f", {self.features} polygons" if self.features is not None else ""
+        nodata = f" ({self.skipped} all nodata)" if self.skipped else ""
+        return (f"{' + '.join(written)}{polygons} ({self.windows} windows of {self.tile} px, "
+                f"overlap {self.overlap}{nodata})")
+
+    def summary(self) -> dict:
+        """The result as plain JSON values (the ``--progress-json`` result event)."""
+        return {key: str(value) if isinstance(value, Path) else value
+                for key, value in vars(self).items()}
 
 
 def predict_scene(scene, output, predictor, settings: PredictSettings | None = None
@@ -113,7 +128,7 @@ def run_checked(scene: Scene, output, predictor, settings: PredictSettings) -> P
                       f"({NODATA})", stacklevel=2)
     result = PredictResult(Path(output), Path(settings.probs) if settings.probs else None,
                            stats["windows"], stats["skipped"], 0.0, stats["forward"],
-                           tiling.tile, tiling.overlap)
+                           tiling.tile, tiling.overlap, megapixels=region[2] * region[3] / 1e6)
     if settings.vector:
         from rsseg.vectorize.streaming import vectorize_raster
 

@@ -22,20 +22,25 @@ from .settings import PredictSettings, check_outputs, check_settings
 def predict_file(input, output, settings: PredictSettings, *, model: str | None = None,
                  weights: str | os.PathLike | None = None, backend: str | None = None,
                  device: str = "auto", seed: int = 0, bands: list[int] | None = None,
-                 band_files=(), dsm=None, align: bool = False,
+                 band_files=(), dsm=None, align: bool = False, stac: bool = False,
                  say: Callable[[str], None] = print) -> PredictResult:
     """Predict ``input`` into ``output`` (and ``settings.probs``/``settings.vector``).
 
     ``bands``/``band_files``/``dsm``/``align`` choose and stack the bands as
     :class:`rsseg.io.scene.Scene` does; ``model``/``weights``/``backend``/``device``/
-    ``seed`` go to :func:`~rsseg.predict.load.load_predictor`. ``say`` receives the
-    notes a user should read (what the weights are, warnings) as single lines.
+    ``seed`` go to :func:`~rsseg.predict.load.load_predictor`. ``stac`` also writes a
+    STAC Item beside the output (:mod:`rsseg.io.stac`). ``say`` receives the notes a
+    user should read (what the weights are, warnings) as single lines.
     """
     from rsseg.io.scene import Scene
 
     check_settings(settings)
     inputs = [input, dsm] + [getattr(f, "path", f) for f in band_files]
     check_outputs(output, settings, inputs)
+    if stac:
+        from rsseg.io.stac import check_item_path
+
+        check_item_path(output, settings.overwrite)
     with relay_warnings(say, "always"):  # every one: they describe this input
         scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
     predictor = load_predictor(model, weights, channels=scene.channels, device=device,
@@ -43,7 +48,15 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
     for note in predictor.notes:
         say(note)
     with relay_warnings(say, "default"):  # once each: reader threads reopen the files
-        return run_checked(scene, output, predictor, settings)
+        result = run_checked(scene, output, predictor, settings)
+    if stac:
+        from rsseg.io.stac import provenance, write_output_item
+
+        result.stac = write_output_item(
+            output, classes_raster=output, confidence=settings.probs, vector=settings.vector,
+            classes=predictor.classes, overwrite=settings.overwrite,
+            provenance=provenance(predictor.model_name, weights, input))
+    return result
 
 
 @contextlib.contextmanager

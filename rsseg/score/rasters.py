@@ -48,6 +48,7 @@ class Tally:
     label_ignored: int = 0
     label_nodata: int = 0
     eroded_boundary: int = 0
+    ignore_value: int = 0
     unknown_label: UnknownValues = field(default_factory=UnknownValues)
     unknown_prediction: UnknownValues = field(default_factory=UnknownValues)
 
@@ -58,7 +59,8 @@ class Tally:
         tally = cls(confusion_from_joint(joint, num_classes, ignore_index),
                     total=int(joint.sum()), prediction_nodata=int(joint[:, NODATA].sum()),
                     label_ignored=int(joint[ignore_index, :].sum()),
-                    label_nodata=read.label_nodata, eroded_boundary=read.boundary)
+                    label_nodata=read.label_nodata, eroded_boundary=read.boundary,
+                    ignore_value=read.ignore_value)
         tally.unknown_label.merge(read.unknown_label)
         tally.unknown_label.merge(_unknown_values(joint.sum(axis=1), num_classes, ignore_index))
         tally.unknown_prediction.merge(_unknown_values(joint.sum(axis=0), num_classes, NODATA))
@@ -67,7 +69,7 @@ class Tally:
     def add(self, other: "Tally") -> None:
         self.confusion = self.confusion + other.confusion
         for name in ("total", "prediction_nodata", "label_ignored", "label_nodata",
-                     "eroded_boundary"):
+                     "eroded_boundary", "ignore_value"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unknown_label.merge(other.unknown_label)
         self.unknown_prediction.merge(other.unknown_prediction)
@@ -77,7 +79,7 @@ class Tally:
         return {"total": self.total, "scored": int(self.confusion.sum()),
                 "prediction_nodata": self.prediction_nodata,
                 "label_ignored": self.label_ignored, "label_nodata": self.label_nodata,
-                "eroded_boundary": self.eroded_boundary,
+                "eroded_boundary": self.eroded_boundary, "ignore_value": self.ignore_value,
                 "unknown_label": self.unknown_label.to_dict(),
                 "unknown_prediction": self.unknown_prediction.to_dict()}
 

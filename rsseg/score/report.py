@@ -82,7 +82,8 @@ def _scene_table(scenes: list[dict]) -> list[str]:
 def _counts_line(counts: dict) -> str:
     return (f"pixels: {counts['total']:,} total, {counts['scored']:,} scored, "
             f"{counts['label_ignored']:,} ignored in the label (eroded boundary "
-            f"{counts['eroded_boundary']:,}, label nodata {counts['label_nodata']:,}, unknown "
+            f"{counts['eroded_boundary']:,}, ignore value {counts.get('ignore_value', 0):,}, "
+            f"label nodata {counts['label_nodata']:,}, unknown "
             f"{counts['unknown_label']['pixels']:,}), {counts['prediction_nodata']:,} "
             "prediction nodata")
 

@@ -59,6 +59,7 @@ class ReadCounts:
 
     label_nodata: int = 0
     boundary: int = 0
+    ignore_value: int = 0  # label pixels holding the ignore value (black with --eroded RGB)
     unknown_label: UnknownValues = field(default_factory=UnknownValues)
 
 
@@ -296,17 +297,19 @@ class ScenePair:
         if radius <= 0:
             return self._decoded_label(window)
         halo = _grow(window, radius, self.pred.width, self.pred.height)
-        labels = self._decoded_label(halo)
-        on_edge = boundary_mask(labels, self.scheme.num_classes, radius,
-                                self.options.erode_shape, self.options.ignore_index)
         top, left = window.row_off - halo.row_off, window.col_off - halo.col_off
         core = (slice(top, top + window.height), slice(left, left + window.width))
+        labels = self._decoded_label(halo, core)
+        on_edge = boundary_mask(labels, self.scheme.num_classes, radius,
+                                self.options.erode_shape, self.options.ignore_index)
         labels, on_edge = labels[core].copy(), on_edge[core]
         labels[on_edge] = self.options.ignore_index
         self.counts.boundary += int(np.count_nonzero(on_edge))
         return labels
 
-    def _decoded_label(self, window) -> np.ndarray:
+    def _decoded_label(self, window, core=(slice(None), slice(None))) -> np.ndarray:
+        """The label of ``window``, decoded; pixels are counted only inside ``core`` (the
+        window without the erosion halo, which the neighbouring window counts)."""
         opts, src = self.options, self.label
         rgb = opts.label_format == "isprs-rgb"
         raw = src.read((1, 2, 3) if rgb else 1, window=window)
@@ -322,10 +325,29 @@ class ScenePair:
         else:
             labels = decode_index(raw, self.scheme.num_classes, opts.ignore_index,
                                   self.counts.unknown_label, missing=missing)
+        self._count_ignore_values(raw[(...,) + core], rgb,
+                                  None if missing is None else missing[core])
         if missing is not None and missing.any():
             labels[missing] = opts.ignore_index
-            self.counts.label_nodata += int(np.count_nonzero(missing))
+            self.counts.label_nodata += int(np.count_nonzero(missing[core]))
         return labels
+
+    def _count_ignore_values(self, raw: np.ndarray, rgb: bool, missing) -> None:
+        """Pixels the file itself marks as ignored; in eroded files they are the boundary."""
+        opts = self.options
+        if rgb:
+            if not opts.eroded:
+                return
+            marked = (raw == 0).all(axis=0)  # black: the eroded boundary of *_noBoundary files
+        else:
+            marked = raw == opts.ignore_index
+        if missing is not None:
+            marked &= ~missing
+        n = int(np.count_nonzero(marked))
+        if opts.eroded:
+            self.counts.boundary += n
+        else:
+            self.counts.ignore_value += n
 
     def _label_missing(self, raw: np.ndarray, window) -> np.ndarray | None:
         """Label pixels without data: label nodata, or outside the label once aligned."""

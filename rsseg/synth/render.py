@@ -76,6 +76,10 @@ class SceneGrid:
     pixel_size: float
     seed: int
     nodata_border: int = 0
+    # Where the scene's top-left pixel lies in the town's global pixel grid: scenes with
+    # different --origin show different parts of one town, and adjacent scenes match.
+    row_offset: int = 0
+    col_offset: int = 0
 
     def metres(self, index: np.ndarray) -> np.ndarray:
         """Pixel-centre coordinates, in metres from the scene's top-left corner."""
@@ -223,6 +227,7 @@ def _cast_shadow(canvas: _Canvas, f: Feature) -> None:
 def render_window(layout: SceneLayout, grid: SceneGrid, row0: int, col0: int,
                   h: int, w: int) -> Rendered:
     """Labels, image and DSM of the window at (row0, col0) of size h x w."""
+    row0, col0 = row0 + grid.row_offset, col0 + grid.col_offset
     canvas = _Canvas(grid, row0, col0, h, w)
     ps = grid.pixel_size
     bbox = (col0 * ps, row0 * ps, (col0 + w) * ps, (row0 + h) * ps)
@@ -277,8 +282,10 @@ def _valid_mask(canvas: _Canvas, grid: SceneGrid) -> np.ndarray:
     b = grid.nodata_border
     if b <= 0:
         return np.ones((canvas.h, canvas.w), bool)
-    rows_ok = (canvas.rows >= b) & (canvas.rows < grid.height - b)
-    cols_ok = (canvas.cols >= b) & (canvas.cols < grid.width - b)
+    rows = canvas.rows - grid.row_offset  # the collar is the scene's own border
+    cols = canvas.cols - grid.col_offset
+    rows_ok = (rows >= b) & (rows < grid.height - b)
+    cols_ok = (cols >= b) & (cols < grid.width - b)
     return rows_ok[:, None] & cols_ok[None, :]
 
 

@@ -81,7 +81,9 @@ def write_synthetic_scene(path, width, height, seed=0, labels_path=None, labels_
     for out in outputs.values():
         check_output_path(out, overwrite)
 
-    grid = SceneGrid(width, height, pixel_size, seed, nodata_border)
+    grid = SceneGrid(width, height, pixel_size, seed, nodata_border,
+                     row_offset=round((DEFAULT_ORIGIN[1] - y0) / pixel_size),
+                     col_offset=round((x0 - DEFAULT_ORIGIN[0]) / pixel_size))
     base = dict(driver="GTiff", width=width, height=height, crs=crs, transform=transform,
                 tiled=True, blockxsize=TILE, blockysize=TILE, compress="deflate",
                 BIGTIFF="IF_SAFER")

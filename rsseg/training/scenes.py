@@ -37,6 +37,7 @@ class SceneInfo:
     height: int
     image_bands: int
     band_names: tuple[str, ...]
+    gsd_m: float | None = None  # pixel size in metres (projected CRS in metres only)
 
     @property
     def num_bands(self) -> int:
@@ -98,7 +99,26 @@ def inspect_scene(paths: ScenePaths, label_format: str) -> SceneInfo:
                     raise InputError(f"DSM grid ({_grid_text(dsm)}) does not match the image "
                                      f"{paths.image} ({_grid_text(img)})", paths.dsm)
                 names += ["DSM"] if dsm.count == 1 else [f"DSM{i + 1}" for i in range(dsm.count)]
-        return SceneInfo(paths, img.width, img.height, img.count, tuple(names))
+        return SceneInfo(paths, img.width, img.height, img.count, tuple(names), _gsd_m(img))
+
+
+def _gsd_m(ds) -> float | None:
+    """Ground sampling distance in metres, or None when the CRS is not in metres."""
+    crs = ds.crs
+    if crs is None or not crs.is_projected or (crs.linear_units or "").lower() not in (
+            "metre", "meter", "m"):
+        return None
+    return float(max(abs(ds.transform.a), abs(ds.transform.e)))
+
+
+def common_gsd_m(infos: Sequence[SceneInfo]) -> float | None:
+    """The scenes' shared GSD (within 1 %), recorded in checkpoints for `rsseg export`."""
+    values = [info.gsd_m for info in infos]
+    if not values or any(v is None for v in values):
+        return None
+    if max(values) > 1.01 * min(values):
+        return None
+    return float(np.median(values))
 
 
 def inspect_scenes(scenes: Sequence[ScenePaths], label_format: str,

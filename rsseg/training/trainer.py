@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from rsseg.atomic import atomic_output
+from rsseg.atomic import atomic_output, check_folder_creatable, make_folders
 from rsseg.checkpoint import Checkpoint
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import InputError, ModelError, OutputError
@@ -30,7 +30,7 @@ from rsseg.training.logs import plot_curves, write_logs
 from rsseg.training.loss import HybridLoss
 from rsseg.training.normalisation import check_class_counts, count_blocks, scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
-from rsseg.training.scenes import SceneInfo, inspect_scenes, pair_scenes
+from rsseg.training.scenes import SceneInfo, common_gsd_m, inspect_scenes, pair_scenes
 from rsseg.training.setup import (
     build_model,
     load_pretrained,
@@ -86,7 +86,7 @@ def train(config: TrainConfig, progress: Mode = "bar", overwrite: bool = False,
     out = Path(config.out_dir)
     _check_run_dir(out, overwrite)  # before the (long) scan of the scenes
     run = _prepare(config, progress)
-    out.mkdir(exist_ok=True)
+    make_folders(out)
     return _train_epochs(run, out, progress, on_epoch_end)
 
 
@@ -185,8 +185,7 @@ def _check_run_dir(out: Path, overwrite: bool) -> None:
     if out.is_dir() and not overwrite and any((out / f).exists() for f in RUN_FILES):
         raise OutputError("run directory already holds a training run; continue it with "
                           "--resume or pass --overwrite to start again", out)
-    if not out.parent.is_dir():
-        raise OutputError(f"parent directory {out.parent} does not exist", out)
+    check_folder_creatable(out, out)
 
 
 def _load_resume_state(path: Path) -> tuple[Checkpoint, dict]:
@@ -344,6 +343,9 @@ def _checkpoint(run: _Run, entry: dict) -> Checkpoint:
                 "train_scenes": [Path(p).name for p in cfg.images],
                 "val_scenes": [Path(p).name for p in cfg.val_images],
                 "seconds": round(run.seconds, 1)}
+    gsd = common_gsd_m(run.train_infos)
+    if gsd is not None:  # the tools' `resolution` key in `rsseg export`
+        training["gsd_m"] = gsd
     model = run.model
     return Checkpoint.from_model(model, classes=run.classes, bands=run.normalization,
                                  tile={"size": tile, "overlap": tile // 4}, note=note,

@@ -66,6 +66,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
         from rsseg.vectorize.gpkg import GpkgWriter, Measurer, read_class_scheme
 
         scheme = read_class_scheme(src)
+        megapixels = src.width * src.height / 1e6
         keep = _resolve_classes(classes, scheme, class_raster)
         measurer = Measurer(src.transform, src.crs.to_wkt())
         post = bool(simplify) or bool(min_area)
@@ -100,6 +101,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
     return {"output": str(output), "layer": layer, "style": str(sidecar),
             "features": writer.count, "per_class": per_class, "blocks": blocks,
             "connectivity": connectivity, "block_size": block_size, "workers": workers,
+            "megapixels": megapixels,
             "seconds": round(time.perf_counter() - t0, 3), **extra}
 
 
@@ -127,6 +129,9 @@ def _open_class_raster(path):
     elif src.dtypes[0] not in CLASS_DTYPES:
         problem = (f"band 1 is {src.dtypes[0]}; a class raster holds integer class ids "
                    "(uint8, nodata 255)")
+    elif _is_confidence_raster(src):
+        problem = ("is a confidence raster (maximum class probability), not a class raster; "
+                   "vectorize the class raster and give this one with --probs")
     elif src.crs is None:
         problem = "has no CRS; polygons need a coordinate reference system"
     elif src.transform.is_identity:
@@ -135,6 +140,11 @@ def _open_class_raster(path):
         src.close()
         raise InputError(problem, path)
     return src
+
+
+def _is_confidence_raster(src) -> bool:
+    """What ``rsseg predict --probs`` writes (:func:`rsseg.io.cog.confidence_metadata`)."""
+    return "CONFIDENCE" in src.tags() or (src.descriptions[0] or "").lower() == "confidence"
 
 
 def _open_probs(path, classes_src):

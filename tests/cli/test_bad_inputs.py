@@ -138,8 +138,8 @@ def polygons(count):
 def output_cases(cmd: str, argv: Callable, name: str) -> list[Case]:
     """Output directory missing / read-only / full, and output existing without --overwrite."""
     return [
-        Case(f"{cmd}/output-dir-missing", argv(f"{{out}}/no_such_dir/{name}"),
-             ("no_such_dir", "does not exist"), (f"{{out}}/no_such_dir/{name}",)),
+        Case(f"{cmd}/output-folder-under-a-file", argv(f"{{not_a_dir}}/sub/{name}"),
+             ("NOT_A_DIR", "is a file"), (f"{{not_a_dir}}/sub/{name}",)),
         Case(f"{cmd}/output-dir-read-only", argv(f"{{ro}}/{name}"), (name,),
              (f"{{ro}}/{name}",)),
         Case(f"{cmd}/output-exists", argv(f"{{out}}/{name}"), (name, "--overwrite"),
@@ -292,8 +292,6 @@ def train_cases() -> list[Case]:
              ("no_such_net", "unknown model"), out),
         Case("train/pretrained-pickle-runs-code", _train() + ("--pretrained", "{evil}"),
              ("{evil}", "safely"), out, marker="PWNED"),
-        Case("train/run-dir-parent-missing", _train(out="{out}/no_such_dir/run"),
-             ("no_such_dir", "does not exist"), ("{out}/no_such_dir",)),
         Case("train/run-dir-under-a-file", _train(out="{not_a_dir}/run"), ("NOT_A_DIR",),
              ("{not_a_dir}/run",)),
         Case("train/run-dir-read-only", _train(out="{ro}/run"), ("run",), ("{ro}/run",)),
@@ -313,8 +311,8 @@ def batch_cases() -> list[Case]:
         Case("batch/pickle-runs-code", ("batch", "{scene}", "-o", "{out}/b", "--model", FAST_NET,
                                         "--weights", "{evil}", "--no-progress"),
              ("{evil}", "checkpoint"), ("{out}/b/scene.tif",), marker="PWNED"),
-        Case("batch/output-parent-missing", batch("{scene}", "{out}/no_such_dir/b"),
-             ("no_such_dir", "does not exist"), ("{out}/no_such_dir",)),
+        Case("batch/output-under-a-file", batch("{scene}", "{not_a_dir}/b"),
+             ("NOT_A_DIR", "is a file"), ("{not_a_dir}/b",)),
         Case("batch/output-read-only", batch("{scene}", "{ro}/b"), ("b",), ("{ro}/b",)),
     ]
 

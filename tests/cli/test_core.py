@@ -11,7 +11,7 @@ import pytest
 import torch
 from rsseg.models import create_model, register_model, unregister_model
 
-from rsseg.atomic import atomic_output
+from rsseg.atomic import atomic_output, check_output_path
 from rsseg.checkpoint import Checkpoint, Normalization, load_checkpoint
 from rsseg.classes import ISPRS
 from rsseg.cli import run
@@ -62,10 +62,22 @@ def test_atomic_output_refuses_existing_without_overwrite(tmp_path):
     assert final.read_text() == "new"
 
 
-def test_atomic_output_missing_directory(tmp_path):
-    with pytest.raises(OutputError, match="does not exist"):
-        with atomic_output(tmp_path / "nope" / "out.tif"):
-            pass
+def test_atomic_output_creates_missing_folders_and_removes_them_on_failure(tmp_path):
+    # The one rule for every command: missing output folders are created when the output is
+    # written; a failed write leaves no folder it created behind.
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "a" / "b" / "out.txt"):
+            raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output(tmp_path / "a" / "b" / "out.txt") as tmp:
+        tmp.write_text("done")
+    assert (tmp_path / "a" / "b" / "out.txt").read_text() == "done"
+
+
+def test_output_under_a_file_is_refused_before_work(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(OutputError, match="is a file"):
+        check_output_path(tmp_path / "f" / "sub" / "out.tif", overwrite=False)
 
 
 def test_checkpoint_roundtrip_weights_only(tmp_path, tiny_model_name):
@@ -149,3 +161,62 @@ def test_cli_blend_names_are_the_tiling_modes():
     from rsseg.cli.options import BLENDS
 
     assert tuple(BLENDS) == tuple(BLEND_MODES)
+
+
+def test_progress_bar_lands_on_total_and_shows_mpx_per_second(capsys):
+    # 7 x 0.1 Mpx sums to 0.7000000000000001 in floats: tqdm used to warn "clamping frac to
+    # range [0, 1]" and show a negative ETA; below 1 Mpx/s it printed s/Mpx.
+    import time
+    import warnings
+
+    from rsseg.progress import Progress
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bar = Progress(7, "predict", mode="bar", mpx_per_unit=0.1)
+        for _ in range(7):
+            time.sleep(0.02)  # 0.1 Mpx per 20 ms: 5 Mpx/s
+            bar.update(1)
+        assert bar._bar.n == bar._bar.total
+        bar.close()
+    err = capsys.readouterr().err
+    assert "0.7/0.7 Mpx" in err and "Mpx/s" in err
+    assert "s/Mpx" not in err and "-" not in err.rsplit("[", 1)[1]
+
+    slow = Progress(1, "predict", mode="bar", mpx_per_unit=0.001)
+    time.sleep(0.05)
+    slow.update(1)
+    slow.close()
+    err = capsys.readouterr().err
+    assert "Mpx/s" in err and "s/Mpx" not in err
+
+
+def test_completion_lines_and_quiet(tmp_path, capsys):
+    # vectorize and score end with one line: what was written, classes, time and Mpx/s;
+    # --quiet drops it (and nothing else).
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from rsseg.cli import run
+
+    labels = np.zeros((64, 80), np.uint8)
+    labels[10:30, 10:50] = 1
+    profile = dict(driver="GTiff", width=80, height=64, count=1, dtype="uint8", nodata=255,
+                   crs="EPSG:32632", transform=from_origin(500000, 5400000, 0.5, 0.5))
+    with rasterio.open(tmp_path / "c.tif", "w", **profile) as ds:
+        ds.write(labels, 1)
+    assert run(["vectorize", str(tmp_path / "c.tif"), "-o", str(tmp_path / "c.gpkg"),
+                "--no-progress"]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"wrote 2 polygons to {tmp_path / 'c.gpkg'}") and "Mpx/s" in line
+    assert "impervious_surfaces 1, building 1" in line
+    assert run(["score", str(tmp_path / "c.tif"), str(tmp_path / "c.tif"), "--no-progress",
+                "--json", str(tmp_path / "r.json")]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("scored 1 pair(s), 5,120 px (mIoU 100.00)") and "Mpx/s" in line
+    assert "classes present: impervious_surfaces, building;" in line and "r.json" in line
+    for argv in (["vectorize", str(tmp_path / "c.tif"), "-o", str(tmp_path / "d.gpkg")],
+                 ["score", str(tmp_path / "c.tif"), str(tmp_path / "c.tif")]):
+        assert run([*argv, "--no-progress", "--quiet"]) == 0
+        assert capsys.readouterr().err == ""

@@ -497,3 +497,26 @@ def test_match_key_strips_known_suffixes():
     assert match_key("top_potsdam_2_10_label_noBoundary") == "top_potsdam_2_10"
     assert match_key("top_mosaic_09cm_area1") == "top_mosaic_09cm_area1"
     assert match_key("label") == "label"
+
+
+@pytest.mark.parametrize("eroded", [False, True])
+@pytest.mark.parametrize("window_pixels", [64 * 64, 1 << 20])
+def test_ignored_pixel_breakdown_adds_up(tmp_path, eroded, window_pixels):
+    # Every ignored label pixel is named once: eroded boundary (on the fly, or the ignore
+    # value of an eroded file), the ignore value, or label nodata. Counted independently
+    # here with NumPy; small windows check that erosion halos are not counted twice.
+    label, pred = random_pair((150, 170), seed=4)  # 255 = the ignore value
+    label[:5, :] = 7  # label nodata (declared below), never the ignore value
+    write(tmp_path / "pred.tif", pred)
+    write(tmp_path / "label.tif", label, nodata=7)
+    report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif", eroded=eroded,
+                           erode_radius=1, window_pixels=window_pixels)
+    counts = report["counts"]
+    in_file = int(np.count_nonzero(label == 255))
+    nodata = int(np.count_nonzero(label == 7))
+    on_the_fly = counts["label_ignored"] - in_file - nodata
+    assert counts["label_nodata"] == nodata
+    assert counts["ignore_value"] == (0 if eroded else in_file)
+    assert counts["eroded_boundary"] == on_the_fly + (in_file if eroded else 0)
+    assert (counts["eroded_boundary"] + counts["ignore_value"] + counts["label_nodata"]
+            == counts["label_ignored"])

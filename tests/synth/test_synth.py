@@ -274,3 +274,28 @@ def test_gdal_reads_band_names_and_colour_table(scene):
     entries = info["bands"][0]["colorTable"]["entries"]
     assert [e[:3] for e in entries[:6]] == [list(c) for c in ISPRS.colours]
     assert os.path.getsize(d / "labels.tif") < 900 * 700 / 4  # compressed
+
+
+def test_origin_picks_the_part_of_one_town_so_tiles_form_a_mosaic(tmp_path):
+    # Two tiles side by side (origins one tile width apart) are exactly the two halves of the
+    # scene that covers both; before --origin moved the pixels, both tiles were identical.
+    from rsseg.synth.scene import DEFAULT_ORIGIN
+
+    x0, y0 = DEFAULT_ORIGIN
+    ps = 0.5
+    whole = tmp_path / "whole.tif"
+    write_synthetic_scene(whole, 192, 96, seed=5, pixel_size=ps, origin=(x0 - 96 * ps, y0 + 40 * ps))
+    tiles = []
+    for k in range(2):
+        path = tmp_path / f"t{k}.tif"
+        write_synthetic_scene(path, 96, 96, seed=5, pixel_size=ps,
+                              origin=(x0 - 96 * ps + k * 96 * ps, y0 + 40 * ps))
+        tiles.append(path)
+    with rasterio.open(whole) as ds:
+        big = ds.read()
+    halves = []
+    for path in tiles:
+        with rasterio.open(path) as ds:
+            halves.append(ds.read())
+    np.testing.assert_array_equal(np.concatenate(halves, axis=2), big)
+    assert not np.array_equal(halves[0], halves[1])

@@ -214,6 +214,7 @@ def test_checkpoint_from_train_loads_with_weights_only_and_predicts_the_same(tra
     raw = torch.load(trained.last_path, map_location="cpu", weights_only=True)
     assert raw["format"] == "rsseg-checkpoint"
     ckpt = load_checkpoint(trained.last_path)
+    assert ckpt.training["gsd_m"] == pytest.approx(0.1)  # for `rsseg export`'s `resolution`
     loaded = ckpt.build_model()
     with rasterio.open(scenes["val"][0]) as ds:
         x = ckpt.bands.apply(ds.read())

@@ -454,7 +454,8 @@ def _cli(args, capsys):
     return rc, err
 
 
-@pytest.mark.parametrize("case", ["missing", "not_raster", "float", "no_crs", "multiband"])
+@pytest.mark.parametrize("case", ["missing", "not_raster", "float", "no_crs", "multiband",
+                                  "confidence"])
 def test_bad_inputs_fail_cleanly(tmp_path, capsys, case):
     path = tmp_path / "in.tif"
     if case == "not_raster":
@@ -467,11 +468,19 @@ def test_bad_inputs_fail_cleanly(tmp_path, capsys, case):
         with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8",
                            crs=CRS, transform=TRANSFORM) as ds:
             ds.write(np.zeros((3, 8, 8), np.uint8))
+    elif case == "confidence":  # what `rsseg predict --probs` writes: uint8, one band
+        from rsseg.io.cog import confidence_metadata
+
+        write_classes(path, np.arange(64, dtype=np.uint8).reshape(8, 8), nodata=0)
+        with rasterio.open(path, "r+") as ds:
+            ds.update_tags(**confidence_metadata()["tags"])
     out = tmp_path / "out.gpkg"
     rc, err = _cli([path, "-o", out], capsys)
     assert rc == 1
     assert len(err) == 1 and err[0].startswith("rsseg: error:") and "in.tif" in err[0]
     assert "Traceback" not in err[0]
+    if case == "confidence":
+        assert "confidence raster" in err[0] and "--probs" in err[0]
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers == ([] if case == "missing" else ["in.tif"])
 
