@@ -181,8 +181,11 @@ def test_predict_with_weights_only_shows_the_checkpoint_note(checkpoint, irrg_ds
     assert rsseg("predict", irrg_dsm_scene, "--weights", checkpoint, "-o", out,
                  "--no-progress") == 0
     lines = err_lines(capsys)
-    assert lines == [f"rsseg: note: best.pt ({MODEL}): trained on synthetic scenes; "
-                     "not for real imagery"]
+    assert lines[0] == (f"rsseg: note: best.pt ({MODEL}): trained on synthetic scenes; "
+                        "not for real imagery")
+    # the completion line: what was written, the windows, time and rate
+    assert len(lines) == 2 and lines[1].startswith("wrote classes.tif (1 windows of 512 px")
+    assert lines[1].endswith("Mpx/s")
     with rasterio.open(out) as ds:
         assert ds.read(1).max() < 6
 
