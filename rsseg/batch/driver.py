@@ -44,7 +44,7 @@ MAX_ATTEMPTS = 2  # a failing tile is retried once
 
 @dataclass
 class BatchOptions:
-    model: str = "bafnet"
+    model: str | None = None  # None: the checkpoint's network, else bafnet (load_predictor)
     weights: str | None = None
     seed: int = 0
     bands: tuple[int, ...] | None = None
@@ -74,6 +74,7 @@ class BatchSummary:
     seconds: float = 0.0
     run_id: str = ""
     notes: list[str] = field(default_factory=list)  # what the weights are (load_predictor)
+    model: str = ""  # the network that ran
 
     def lines(self) -> list[str]:
         head = (f"batch: {len(self.done)} tile(s) predicted, {len(self.skipped)} already done, "
@@ -104,6 +105,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     stems = {t.stem for t in tiles} | RESERVED
     mosaics = group_mosaics(tiles)
     settings, summary.notes = _settings(tiles, options)
+    summary.model = settings["model"]
     _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
     plans = _plan(tiles, mosaics, out, options, settings)
     manifest = Manifest.load(out, settings)
@@ -215,7 +217,7 @@ def _settings(tiles: list[Tile], options: BatchOptions):
     weights_fp = fingerprint(checkpoint) if checkpoint else ""
     from rsseg import __version__
 
-    settings = {"rsseg": __version__, "model": options.model, "weights": weights,
+    settings = {"rsseg": __version__, "model": resolved.model_name, "weights": weights,
                 "weights_fingerprint": weights_fp, "seed": options.seed,
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
@@ -235,7 +237,7 @@ def _input_vrt(out: Path, index: int) -> Path:
 
 
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_Planned]:
-    spec = ModelSpec(options.model, settings["weights"], settings["weights_fingerprint"],
+    spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device)
     plans = []
     for tile in tiles:

@@ -12,8 +12,9 @@ from rsseg.cli.options import common_options, parse_bands, seed_option, stac_opt
 @click.option("-o", "--output", "out_dir", required=True,
               help="Output directory (created if missing): one class raster per tile, "
                    "mosaic.vrt, manifest.json.")
-@click.option("--model", "model_name", default="bafnet", show_default=True,
-              help="Network name (see `rsseg models`).")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="Network name (see `rsseg models`). Default: the network the --weights "
+                   "checkpoint names, else bafnet.")
 @click.option("--weights", default=None,
               help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
                    "Default: the weights bundled for --model.")
@@ -70,7 +71,8 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
         raise click.BadParameter("needs --vector", param_hint="--simplify/--min-area")
     if tile is not None and overlap is not None and overlap >= tile:
         raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
-    check_model_name(model_name)
+    if model_name is not None:
+        check_model_name(model_name)  # before any input is read
     options = BatchOptions(model=model_name, weights=weights, seed=seed,
                            bands=tuple(bands) if bands else None, tile=tile, overlap=overlap,
                            blend=blend, batch_size=batch_size, device=device, vector=vector,
@@ -81,7 +83,7 @@ def batch(inputs, out_dir, model_name, weights, bands, tile, overlap, blend, bat
     if stac:  # an Item per finished tile and mosaic.stac.json, a Collection over them
         from rsseg.io.stac import write_batch_stac
 
-        write_batch_stac(out_dir, model_name, weights)
+        write_batch_stac(out_dir, summary.model, weights)
     for line in summary.lines():
         click.echo(f"rsseg: {line}", err=True)
     return 1 if summary.failed else 0
