@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-qgis qgis-plugin bench clean
+.PHONY: venv demo test test-qgis docs-check check-wheel qgis-plugin bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,14 @@ test: $(STAMP)
 # The QGIS plugin's tests alone (system Python with PyQGIS; see tests/qgis/run.sh).
 test-qgis: $(STAMP)
 	sh tests/qgis/run.sh
+
+# Every fenced shell command of README.md and docs/, run on generated data (scripts/docs_check.py).
+docs-check: $(STAMP)
+	$(PY) scripts/docs_check.py
+
+# The wheel installed (not editable) in a fresh venv, every subcommand run from outside.
+check-wheel:
+	bash scripts/check_wheel.sh
 
 qgis-plugin:
 	$(PYTHON) scripts/build_qgis_plugin.py

@@ -197,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         for page in pages:
             blocks = blocks_of(page)
             folder = work / page.relative_to(ROOT).as_posix().replace("/", "__")
-            written = written_by([b for b in blocks if b.lang in RUN_LANGS and not b.skip])
-            shutil.copytree(fixtures, folder, ignore=lambda d, names: [
-                n for n in names if (Path(d) / n).relative_to(fixtures).as_posix() in written])
+            shutil.copytree(fixtures, folder)
+            # A fixture the page writes itself is removed just before the block that writes it.
+            untouched = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                         if p.is_file()}
             for block in blocks:
                 where = f"{page.relative_to(ROOT)}:{block.line}"
                 if untagged_commands(block):
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 if block.skip:
                     skipped.append((where, block.skip))
                     continue
+                for path in written_by([block]) & untouched:
+                    (folder / path).unlink()
+                    untouched.discard(path)
                 started = time.perf_counter()
                 ok, output = run_block(block, folder, env)
                 ran += 1

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rsseg.batch.bandfiles import TileExtras
 from rsseg.batch.inputs import Tile, aligned, context_tiles, group_mosaics, layout, open_tiles, resolve_inputs
 from rsseg.batch.manifest import Manifest, digest, fingerprint, now
 from rsseg.batch.split import PARTS_DIR, band_count, merge_parts, split_job
@@ -39,6 +40,7 @@ from rsseg.progress import Progress
 
 RESERVED = {"mosaic", "manifest"}
 INTERNAL_DIR = ".rsseg"
+CONFIDENCE_DIR = "confidence"  # --probs: out/confidence/<stem>.tif and out/confidence.vrt
 MAX_ATTEMPTS = 2  # a failing tile is retried once
 
 
@@ -48,6 +50,9 @@ class BatchOptions:
     weights: str | None = None
     seed: int = 0
     bands: tuple[int, ...] | None = None
+    band_files: tuple = ()  # rsseg.io.scene.BandFile, a path may hold {stem}; --dsm is last
+    align: bool = False
+    probs: bool = False
     tile: int | None = None
     overlap: int | None = None
     blend: str = "cosine"
@@ -59,6 +64,7 @@ class BatchOptions:
     workers: int = 2
     threads: int = 1
     scheduler: str | None = None
+    connect_timeout: float = 10.0
     resume: bool = False
     overwrite: bool = False
     progress: str = "off"
@@ -102,24 +108,34 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     tiles = open_tiles(resolve_inputs(inputs))
     _check_names(tiles, out)
     _check_existing(tiles, out, options)
+    extras = TileExtras(options.band_files, options.bands, options.align, tiles)
     stems = {t.stem for t in tiles} | RESERVED
     mosaics = group_mosaics(tiles)
-    settings, summary.notes = _settings(tiles, options)
+    extras.check_mosaics(mosaics, out / INTERNAL_DIR)
+    settings, summary.notes = _settings(tiles, options, extras)
     summary.model = settings["model"]
+    if options.scheduler:  # a wrong address fails here, within the timeout, leaving nothing
+        from rsseg.batch.cluster import probe_scheduler, scheduler_address
+
+        probe_scheduler(scheduler_address(options.scheduler), options.connect_timeout)
     _prepare_out_dir(out)  # only now: bad inputs or weights leave no directory behind
-    plans = _plan(tiles, mosaics, out, options, settings)
+    if options.probs:
+        (out / CONFIDENCE_DIR).mkdir(exist_ok=True)
+    plans = _plan(tiles, mosaics, out, options, settings, extras)
     manifest = Manifest.load(out, settings)
     todo = [p for p in plans
             if options.overwrite or not manifest.is_done(p.tile.path, p.checksum, out)]
     queued = {id(p) for p in todo}
     summary.skipped = [p.tile.path for p in plans if id(p) not in queued]
     # Workers start (and import torch) on a thread while the driver prepares the run.
-    starter = ClusterStarter(options.workers, options.threads, options.scheduler) if todo else None
+    starter = ClusterStarter(options.workers, options.threads, options.scheduler, options.device,
+                             options.connect_timeout) if todo else None
     try:
-        remove_partials(out, stems)
+        _remove_partials(out, stems)
         shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)  # a killed run's
         (out / INTERNAL_DIR / PARTS_DIR).mkdir()
         _write_input_vrts(mosaics, out)
+        extras.write_vrts()
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
                "workers": options.workers, "threads": options.threads,
                "scheduler": options.scheduler or "local", "tiles": len(todo),
@@ -140,12 +156,18 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     finally:
         if starter is not None:
             starter.stop()
-        remove_partials(out, stems)
+        _remove_partials(out, stems)
         shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     timings["closed"] = round(summary.seconds, 3)
     manifest.save()
     return summary
+
+
+def _remove_partials(out: Path, stems: set[str]) -> None:
+    remove_partials(out, stems)
+    if (out / CONFIDENCE_DIR).is_dir():
+        remove_partials(out / CONFIDENCE_DIR, stems)
 
 
 def _write_input_vrts(mosaics, out: Path) -> None:
@@ -192,7 +214,7 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
                               "replace its tile; choose another -o", tile.path)
 
 
-def _settings(tiles: list[Tile], options: BatchOptions):
+def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     """Resolve the model once here (bad names or weights fail before any cluster starts)."""
     from rsseg.predict.load import load_predictor, weights_file
     from rsseg.predict.settings import check_plan, resolve_tiling
@@ -200,12 +222,11 @@ def _settings(tiles: list[Tile], options: BatchOptions):
     readable = [t for t in tiles if t.ok]
     if not readable:
         raise InputError(f"no input tile can be read; first problem: {tiles[0].error}")
-    in_channels = len(options.bands) if options.bands else readable[0].count
-    # The driver only checks the weights; the workers run the network on options.device,
-    # which is checked here when they run on this machine (a local cluster).
-    device = options.device if options.scheduler is None else "cpu"
+    in_channels = (len(options.bands) if options.bands else readable[0].count) + extras.channels
+    # The driver only checks the weights (on the CPU); the workers run the network on
+    # options.device (checked up front by the command for a local cluster).
     resolved = load_predictor(options.model, options.weights, channels=in_channels,
-                              device=device, seed=options.seed)
+                              device="cpu", seed=options.seed)
     tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
     tile, overlap = tiling.tile, tiling.overlap
     for t in readable:
@@ -222,7 +243,8 @@ def _settings(tiles: list[Tile], options: BatchOptions):
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
-                "vector": _vector_options(options) if options.vector else None}
+                "vector": _vector_options(options) if options.vector else None,
+                **extras.settings(), **({"probs": True} if options.probs else {})}
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
     return settings, [line for line in resolved.notes if line.startswith("note: ")]
@@ -236,7 +258,8 @@ def _input_vrt(out: Path, index: int) -> Path:
     return out / INTERNAL_DIR / f"inputs-{index}.vrt"
 
 
-def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_Planned]:
+def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
+          extras: TileExtras) -> list[_Planned]:
     spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device)
     plans = []
@@ -251,14 +274,18 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings) -> list[_P
         outputs = {"classes": f"{tile.stem}.tif"}
         if options.vector:
             outputs["vector"] = f"{tile.stem}.gpkg"
+        if options.probs:
+            outputs["confidence"] = f"{CONFIDENCE_DIR}/{tile.stem}.tif"
         job = TileJob(key=tile.path, source=source, region=region,
                       output=str(out / outputs["classes"]),
                       vector=str(out / outputs["vector"]) if options.vector else None,
                       model=spec, bands=options.bands, tile=settings["tile"],
                       overlap=settings["overlap"], blend=options.blend,
                       batch_size=options.batch_size,
-                      vector_options=_vector_options(options))
-        inputs = {t.path: _safe_fingerprint(t.path) for t in context}
+                      vector_options=_vector_options(options),
+                      band_files=extras.for_tile(tile), align=options.align,
+                      probs=str(out / outputs["confidence"]) if options.probs else None)
+        inputs = {p: _safe_fingerprint(p) for p in [t.path for t in context] + extras.files(context)}
         checksum = digest({"settings": digest(settings), "inputs": inputs, "region": region,
                            "outputs": outputs})
         plans.append(_Planned(tile, job, checksum, inputs, outputs))
@@ -278,7 +305,8 @@ def _check_existing(tiles: list[Tile], out: Path, options: BatchOptions) -> None
         return
     from rsseg.batch.manifest import NAME
 
-    candidates = [out / f"{t.stem}.{ext}" for t in tiles for ext in ("tif", "gpkg")]
+    candidates = [out / name for t in tiles
+                  for name in (f"{t.stem}.tif", f"{t.stem}.gpkg", f"{CONFIDENCE_DIR}/{t.stem}.tif")]
     if _records_tiles(out / NAME):
         candidates.insert(0, out / NAME)
     existing = [p for p in candidates if p.exists()]
@@ -288,15 +316,17 @@ def _check_existing(tiles: list[Tile], out: Path, options: BatchOptions) -> None
 
 
 def _records_tiles(manifest: Path) -> bool:
-    """Does ``manifest`` record any tile? A run that stopped before its first tile (a
-    scheduler that could not be reached, Ctrl-C while workers started) left nothing to
-    protect, and must not make the next run ask for --resume."""
+    """Does ``manifest`` record any finished tile? A run that stopped before its first
+    tile (a scheduler that could not be reached, Ctrl-C while workers started) or whose
+    tiles all failed (e.g. no GPU on the workers) left nothing to protect, and must not
+    make the next run ask for --resume."""
     import json
 
     if not manifest.is_file():
         return False
     try:
-        return bool(json.loads(manifest.read_text(encoding="utf-8")).get("tiles"))
+        tiles = json.loads(manifest.read_text(encoding="utf-8")).get("tiles") or {}
+        return any(entry.get("status") == "done" for entry in tiles.values())
     except (OSError, ValueError, AttributeError):
         return True  # unreadable: let Manifest.load report it, never overwrite it silently
 
@@ -435,9 +465,9 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
     checksum = digest({"tiles": sorted((p.tile.path, p.checksum) for p in members),
                        "vector": vector_opts if options.vector else None})
     previous = manifest.data.get("mosaic", {})
-    vrt, gpkg = out / "mosaic.vrt", out / "mosaic.gpkg"
+    vrt, gpkg, conf = out / "mosaic.vrt", out / "mosaic.gpkg", out / f"{CONFIDENCE_DIR}.vrt"
     up_to_date = previous.get("checksum") == checksum and vrt.is_file() and (
-        not options.vector or gpkg.is_file())
+        not options.vector or gpkg.is_file()) and (not options.probs or conf.is_file())
     summary.mosaic = vrt
     summary.vector = gpkg if options.vector else None
     if up_to_date:
@@ -445,6 +475,9 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
             bar.update(1)
         return
     _class_vrt(vrt, [p.tile for p in members], out)
+    if options.probs:
+        _confidence_vrt(conf, [p.tile for p in members], out)
+        vector_opts = dict(vector_opts, probs=str(conf))
     if options.vector:
         from rsseg.batch.worker import vectorize_mosaic
 
@@ -455,9 +488,24 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
             vectorize_mosaic(str(vrt), str(gpkg), vector_opts)
         bar.update(1)
     manifest.data["mosaic"] = {"vrt": vrt.name, "vector": gpkg.name if options.vector else None,
+                               "confidence": conf.name if options.probs else None,
                                "tiles": len(members), "checksum": checksum,
                                "run_id": summary.run_id, "finished": now()}
     manifest.save()
+
+
+def _confidence_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
+    from rsseg.io.cog import confidence_metadata
+    from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
+    from rsseg.predict.sinks import CONFIDENCE_NODATA
+
+    offsets, width, height, transform = layout(tiles)
+    sources = [VrtSource(str(out / CONFIDENCE_DIR / f"{t.stem}.tif"), col, row, t.width, t.height)
+               for t, (col, row) in zip(tiles, offsets)]
+    meta = confidence_metadata()
+    band = VrtBand("uint8", CONFIDENCE_NODATA, meta["description"], None, meta["band_tags"])
+    write_mosaic_vrt(path, sources, width, height, tiles[0].crs, transform, [band],
+                     tags=meta["tags"], relative=True)
 
 
 def _class_vrt(path: Path, tiles: list[Tile], out: Path) -> None:

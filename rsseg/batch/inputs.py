@@ -67,8 +67,18 @@ class Mosaic:
     transform: object = None
 
 
-def resolve_inputs(spec: str) -> list[str]:
-    """Absolute tile paths named by ``spec`` (glob, list file, VRT or tile index), in order."""
+def resolve_inputs(spec) -> list[str]:
+    """Absolute tile paths named by ``spec`` (glob, list file, VRT or tile index), in order.
+
+    ``spec`` may also be several of these (a list): an unquoted glob, which the shell
+    expanded into the files it matches, arrives that way. Their tiles are joined.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        specs = [str(s) for s in spec]
+        if not specs:
+            raise InputError("no input given (a glob, a list file, a VRT or a tile index)")
+        return _unique([p for one in specs for p in resolve_inputs(one)])
+    spec = str(spec)
     path = Path(spec)
     if any(ch in spec for ch in "*?[") and not path.exists():
         found = sorted(glob.glob(spec, recursive=True))

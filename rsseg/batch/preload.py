@@ -14,8 +14,10 @@ import threading
 import torch  # noqa: F401
 
 import rsseg.batch.worker  # noqa: F401
+from rsseg.batch.cluster import quiet_task_failures
 import rsseg.predict.predictor  # noqa: F401
 import rsseg.predict.engine  # noqa: F401
 
+quiet_task_failures(shutdown_heartbeat=True)
 if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, signal.SIG_IGN)

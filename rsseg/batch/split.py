@@ -43,7 +43,8 @@ def split_job(job, bands: int, tile_height: int, tile_width: int, parts_dir: Pat
     edges = [round(k * height / bands) for k in range(bands + 1)]
     return [dataclasses.replace(
         job, region=(row0 + top, col0, bottom - top, width), vector=None,
-        output=str(parts_dir / f"{stem}.{attempt}.band{k}.tif"))
+        output=str(parts_dir / f"{stem}.{attempt}.band{k}.tif"),
+        probs=str(parts_dir / f"{stem}.{attempt}.band{k}.conf.tif") if job.probs else None)
         for k, (top, bottom) in enumerate(zip(edges, edges[1:]))]
 
 
@@ -66,41 +67,54 @@ def merge_parts(job, parts: list, *results: dict) -> dict:
 
 
 def _merge(job, parts: list) -> None:
-    import rasterio
-
-    from rsseg.atomic import atomic_output
-    from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
     from rsseg.classes import NODATA
-    from rsseg.io.cog import class_metadata, finish_cog, read_classes
+    from rsseg.io.cog import class_metadata, confidence_metadata, read_classes
+    from rsseg.predict.sinks import CONFIDENCE_NODATA
 
-    paths = [p.output for p in parts]
+    paths = [p.output for p in parts] + [p.probs for p in parts if p.probs]
     try:
-        with rasterio.open(paths[0]) as first:
-            crs, transform, width = first.crs, first.transform, first.width
-        top = parts[0].region[0]
-        sources = [VrtSource(p.output, 0, p.region[0] - top, p.region[3], p.region[2])
-                   for p in parts]
-        height = sum(p.region[2] for p in parts)
-        classes = read_classes(paths[0])
+        classes = read_classes(parts[0].output)
         meta = class_metadata(classes) if classes else {
             "description": "class", "colormap": None, "tags": {}, "band_tags": {}}
-        band = VrtBand("uint8", NODATA, meta["description"], meta["colormap"],
-                       meta["band_tags"])
-        vrt = Path(paths[0]).with_suffix(".vrt")
-        write_mosaic_vrt(vrt, sources, width, height, crs, transform, [band],
-                         tags=meta["tags"])
-        paths.append(str(vrt))
-        with atomic_output(job.output, overwrite=True) as tmp:
-            finish_cog(vrt, tmp, resampling="mode")
+        _stitch(parts, [p.output for p in parts], job.output, meta, NODATA, "mode")
+        if job.probs:
+            _stitch(parts, [p.probs for p in parts], job.probs, confidence_metadata(),
+                    CONFIDENCE_NODATA, "average")
         if job.vector:
             from rsseg.vectorize.streaming import vectorize_raster
 
-            vectorize_raster(job.output, job.vector, overwrite=True, progress="off",
-                             **job.vector_options)
+            vectorize_raster(job.output, job.vector, probs=job.probs, overwrite=True,
+                             progress="off", **job.vector_options)
     finally:
         for path in paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _stitch(parts: list, paths: list[str], output: str, meta: dict, nodata: int,
+            resampling: str) -> None:
+    """The band files ``paths`` (one per part, top to bottom) as one COG at ``output``."""
+    import rasterio
+
+    from rsseg.atomic import atomic_output
+    from rsseg.io.cog import finish_cog
+    from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
+
+    with rasterio.open(paths[0]) as first:
+        crs, transform, width = first.crs, first.transform, first.width
+    top = parts[0].region[0]
+    sources = [VrtSource(path, 0, p.region[0] - top, p.region[3], p.region[2])
+               for p, path in zip(parts, paths)]
+    height = sum(p.region[2] for p in parts)
+    band = VrtBand("uint8", nodata, meta["description"], meta["colormap"], meta["band_tags"])
+    vrt = Path(paths[0]).with_suffix(".vrt")
+    try:
+        write_mosaic_vrt(vrt, sources, width, height, crs, transform, [band], tags=meta["tags"])
+        with atomic_output(output, overwrite=True) as tmp:
+            finish_cog(vrt, tmp, resampling=resampling)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(vrt)
 
 
 def merged_result(job, results) -> dict:

@@ -53,6 +53,9 @@ class TileJob:
     blend: str = "cosine"
     batch_size: int = 1
     vector_options: dict = field(default_factory=dict)
+    band_files: tuple = ()  # rsseg.io.scene.BandFile stacked after the bands, on source's grid
+    align: bool = False  # reproject band files on another grid (WarpedVRT), as predict --align
+    probs: str | None = None  # confidence raster to write beside ``output``
 
 
 def worker_threads() -> int:
@@ -96,6 +99,8 @@ def run_tile(job: TileJob) -> dict:
     except RssegError as exc:
         if exc.path == job.key:
             kind, message = type(exc), str(exc)
+        elif exc.path in {b.path for b in job.band_files}:  # predict's message, and the tile
+            kind, message = type(exc), f"{job.key}: {exc}"
         else:  # e.g. a read error surfacing as "cannot write output": name the tile
             kind, message = RssegError, f"{job.key}: {describe_error(exc)}"
     except Exception as exc:  # noqa: BLE001 - reported per tile, the job goes on
@@ -126,19 +131,20 @@ def _predict_tile(job: TileJob) -> dict:
     threads = worker_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    scene = Scene(job.source, bands=list(job.bands) if job.bands else None)
+    scene = Scene(job.source, bands=list(job.bands) if job.bands else None,
+                  band_files=job.band_files, align=job.align)
     predictor = cached_predictor(job.model)
     # One reader thread per worker thread: with one worker process per core, more
     # readers would only compete with the network for the same cores.
     settings = PredictSettings(tile=job.tile, overlap=job.overlap, blend=job.blend,
-                               batch_size=job.batch_size, readers=threads, overwrite=True,
-                               region=job.region)
+                               batch_size=job.batch_size, readers=threads, probs=job.probs,
+                               overwrite=True, region=job.region)
     result = predict_scene(scene, job.output, predictor, settings)
     if job.vector:
         from rsseg.vectorize.streaming import vectorize_raster
 
-        vectorize_raster(job.output, job.vector, overwrite=True, progress="off",
-                         **job.vector_options)
+        vectorize_raster(job.output, job.vector, probs=job.probs, overwrite=True,
+                         progress="off", **job.vector_options)
     return {"key": job.key, "seconds": round(time.perf_counter() - t0, 3),
             "forward_seconds": round(result.forward_seconds, 3), "windows": result.windows,
             "pid": os.getpid(), "worker": _worker_address(), "threads": threads,

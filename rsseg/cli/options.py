@@ -89,3 +89,13 @@ def parse_bands(ctx, param, value):
     if not bands or any(b < 1 for b in bands):
         raise click.BadParameter("band numbers start at 1")
     return bands
+
+
+def parse_band_files(ctx, param, values):
+    """Each ``PATH[:BANDS]`` of a repeatable option -> :class:`rsseg.io.scene.BandFile`."""
+    from rsseg.io.scene import parse_band_file
+
+    try:
+        return tuple(parse_band_file(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

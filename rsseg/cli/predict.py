@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import (common_options, parse_bands, rate, report_done, seed_option,
-                               stac_option, window_options)
+from rsseg.cli.options import (common_options, parse_band_files, parse_bands, rate,
+                               report_done, seed_option, stac_option, window_options)
 
-
-def _parse_band_files(ctx, param, values):
-    """Each ``PATH[:BANDS]`` -> :class:`rsseg.io.scene.BandFile`."""
-    from rsseg.io.scene import parse_band_file
-
-    try:
-        return tuple(parse_band_file(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("predict", short_help="Predict a class raster (COG) for a scene.")
@@ -31,7 +22,7 @@ def _parse_band_files(ctx, param, values):
 @click.option("--bands", callback=parse_bands, default=None, metavar="1,2,3",
               help="1-based bands to read, repeats allowed (e.g. 1,1,1 for a pan image and an "
                    "RGB model). Default: all bands.")
-@click.option("--band-file", "band_files", multiple=True, callback=_parse_band_files,
+@click.option("--band-file", "band_files", multiple=True, callback=parse_band_files,
               metavar="PATH[:BANDS]",
               help="Append bands from another file on the scene's grid, after --bands "
                    "(repeatable; BANDS 1-based, e.g. ir.tif or rgbi.tif:4; default: all its "

@@ -93,7 +93,8 @@ def open_raster(path: str | os.PathLike, role: str = "input"):
     if not str(path).startswith("/vsi"):
         p = Path(path)
         if not p.exists():
-            raise InputError(f"{role} file not found", path)
+            noun = role if role.endswith("file") else f"{role} file"  # not "band file file"
+            raise InputError(f"{noun} not found", path)
         if p.is_dir():
             raise InputError(f"{role} is a directory, not a raster", path)
     try:

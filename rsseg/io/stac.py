@@ -169,7 +169,8 @@ def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
                      weights: str | os.PathLike | None) -> Path:
     """Items for every finished tile of a ``rsseg batch`` output directory (from its
     ``manifest.json``) and ``mosaic.stac.json``, a Collection over them with the
-    mosaic VRT and GeoPackage as assets; returns the Collection's path.
+    mosaic VRT, GeoPackage and confidence VRT (``--probs``) as assets; returns the
+    Collection's path.
 
     The directory is batch's own: Items and the Collection are rewritten each run.
     """
@@ -181,13 +182,17 @@ def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
         if entry.get("status") != "done" or "classes" not in outputs:
             continue
         vector = out / outputs["vector"] if "vector" in outputs else None
+        confidence = out / outputs["confidence"] if "confidence" in outputs else None
         items.append(write_output_item(out / outputs["classes"], overwrite=True,
                                        classes_raster=out / outputs["classes"], vector=vector,
+                                       confidence=confidence,
                                        provenance=provenance(model, weights, source)))
     path = out / ("mosaic" + ITEM_SUFFIX)
     assets = {"mosaic": (out / "mosaic.vrt", "application/xml", "Class mosaic (GDAL VRT)"),
               "vector": (out / "mosaic.gpkg", GPKG_TYPE, "Class polygons, dissolved "
-                                                          "across tile borders")}
+                                                          "across tile borders"),
+              "confidence": (out / "confidence.vrt", "application/xml",
+                             "Confidence mosaic (GDAL VRT), with --probs")}
     return write_collection(items, path, collection_id=f"rsseg-{out.resolve().name}",
                             description=f"rsseg land-cover classes of {len(items)} tile(s), "
                                         f"model {model}", overwrite=True,

@@ -363,6 +363,7 @@ def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
                            cluster.scheduler_address, "--no-progress", *MODEL)
         assert status == 0, stderr.getvalue()
         assert f"cluster at {cluster.scheduler_address}: 1 worker(s)" in stderr.getvalue()
+        assert "dashboard" not in stderr.getvalue()  # this cluster runs none
         tiles = load_manifest(out)["tiles"]
         assert {t["worker"] for t in tiles.values()} == {worker}
         assert load_manifest(out)["runs"][0]["scheduler"] == cluster.scheduler_address
@@ -409,20 +410,26 @@ def test_sigint_stops_cleanly(mosaic_run, tmp_path):
 
 def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     """Fewer tiles than workers: the tile runs as row bands on both workers, stitched into
-    the same COG one task would write (pixels, grid, classes), with nothing left behind."""
+    the same COG one task would write (pixels, grid, classes; confidences with --probs),
+    with nothing left behind."""
     from rsseg.io.cog import read_classes, validate_cog
     tile = tmp_path / "city" / "tall.tif"
     tile.parent.mkdir()
     write_synthetic_scene(tile, T, 520, seed=5, origin=(X0, Y0))
     out = tmp_path / "out"
-    assert rsseg("batch", tile, "-o", out, "--workers", 2, "--no-progress", *MODEL) == 0
+    assert rsseg("batch", tile, "-o", out, "--workers", 2, "--probs", "--no-progress",
+                 *MODEL) == 0
     entry = load_manifest(out)["tiles"][str(tile)]
     assert entry["status"] == "done" and len(entry["bands"]) == 2
     assert len({band["pid"] for band in entry["bands"]}) == 2  # one band on each worker
     predictor = load_predictor("baff_skipnet", "random", channels=4, device="cpu", seed=0)
-    predict_scene(tile, tmp_path / "whole.tif", predictor, PredictSettings(tile=64, overlap=16))
+    predict_scene(tile, tmp_path / "whole.tif", predictor,
+                  PredictSettings(tile=64, overlap=16, probs=tmp_path / "whole_conf.tif"))
     got, whole = out / "tall.tif", tmp_path / "whole.tif"
     np.testing.assert_array_equal(read(got), read(whole))
+    np.testing.assert_array_equal(read(out / "confidence" / "tall.tif"),
+                                  read(tmp_path / "whole_conf.tif"))
+    assert validate_cog(out / "confidence" / "tall.tif") == []
     with rasterio.open(got) as a, rasterio.open(whole) as b:
         assert (a.crs, a.transform, a.shape, a.nodata) == (b.crs, b.transform, b.shape, b.nodata)
         assert a.colormap(1) == b.colormap(1) and a.tags(1) == b.tags(1)
@@ -431,8 +438,8 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
 
 
 def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_path):
-    """E.g. an unreachable --scheduler: the manifest holds the run but no tile, so the next
-    run (with the right address) needs no --resume; a manifest with tiles still does."""
+    """E.g. Ctrl-C while the workers start: the manifest holds the run but no finished tile,
+    so the next run needs no --resume; a manifest with finished tiles still does."""
     from rsseg.batch.driver import BatchOptions, _check_existing
     from rsseg.batch.inputs import Tile
     from rsseg.errors import OutputError
@@ -442,6 +449,10 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
     data = load_manifest(mosaic_run["out"])
     tiles = [Tile(str(t)) for t in mosaic_run["tiles"]]
     (out / "manifest.json").write_text(json.dumps(dict(data, tiles={})))
+    _check_existing(tiles, out, BatchOptions())
+    # every tile failed (e.g. --device cuda on workers without a GPU): nothing to protect
+    failed = {key: dict(entry, status="failed") for key, entry in data["tiles"].items()}
+    (out / "manifest.json").write_text(json.dumps(dict(data, tiles=failed)))
     _check_existing(tiles, out, BatchOptions())
     (out / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(OutputError, match="--resume"):

@@ -314,7 +314,27 @@ def batch_cases() -> list[Case]:
         Case("batch/output-under-a-file", batch("{scene}", "{not_a_dir}/b"),
              ("NOT_A_DIR", "is a file"), ("{not_a_dir}/b",)),
         Case("batch/output-read-only", batch("{scene}", "{ro}/b"), ("b",), ("{ro}/b",)),
-    ]
+        # --band-file/--dsm as predict takes them: predict's messages for the same mistakes
+        Case("batch/dsm-pattern-finds-no-file",
+             batch("{scene}", "{out}/b", "--dsm", "{out}/dsm/{{stem}}_dsm.tif"),
+             ("{out}/dsm/scene_dsm.tif", "DSM file not found"), ("{out}/b",)),
+        Case("batch/dsm-other-grid", batch("{scene}", "{out}/b", "--dsm", "{dsm_other_grid}"),
+             ("{dsm_other_grid}", "--align"), ("{out}/b",)),
+        Case("batch/band-file-band-missing", batch("{scene}", "{out}/b", "--band-file",
+                                                   "{four_bands}:7"),
+             ("{four_bands}", "band 7 does not exist"), ("{out}/b",)),
+        Case("batch/scheduler-refused", batch("{scene}", "{out}/b", "--scheduler",
+                                              "tcp://127.0.0.1:1"),
+             ("tcp://127.0.0.1:1", "connection refused"), ("{out}/b",)),
+    ] + ([] if _has_gpu() else [
+        Case("batch/device-cuda-without-gpu", batch("{scene}", "{out}/b", "--device", "cuda"),
+             ("--device cuda", "no CUDA GPU"), ("{out}/b",))])
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def other_cases() -> list[Case]:

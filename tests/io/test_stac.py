@@ -155,16 +155,17 @@ def test_batch_writes_items_and_a_collection(tmp_path, validator):
     out = tmp_path / "out"
     assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--model", "baff_skipnet",
                  "--weights", "random", "--tile", 64, "--overlap", 16, "--vector", "--stac",
-                 "--no-progress") == 0
+                 "--probs", "--no-progress") == 0
     items = [validate(out / f"tile_0{c}.stac.json", validator) for c in range(2)]
     assert [i["assets"]["vector"]["href"] for i in items] == ["./tile_00.gpkg", "./tile_01.gpkg"]
     assert items[0]["properties"]["rsseg:source"] == "tile_00.tif"
+    assert items[1]["assets"]["confidence"]["href"] == "./confidence/tile_01.tif"
     collection = validate(out / "mosaic.stac.json", validator)
     assert collection["type"] == "Collection"
     links = sorted(link["href"] for link in collection["links"] if link["rel"] == "item")
     assert links == ["./tile_00.stac.json", "./tile_01.stac.json"]
     (west, south, east, north), = collection["extent"]["spatial"]["bbox"]
     assert west == min(i["bbox"][0] for i in items) and east == max(i["bbox"][2] for i in items)
-    assert {a["href"] for a in collection["assets"].values()} == {"./mosaic.vrt",
-                                                                  "./mosaic.gpkg"}
+    assert {a["href"] for a in collection["assets"].values()} == {
+        "./mosaic.vrt", "./mosaic.gpkg", "./confidence.vrt"}
     assert collection["summaries"]["classification:classes"][0]["name"] == ISPRS.names[0]

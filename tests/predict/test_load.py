@@ -229,12 +229,14 @@ def test_bundled_weights_say_they_were_trained_on_synthetic_scenes(irrg_dsm_scen
 def test_batch_resolves_the_model_and_tiling_as_predict(checkpoint, irrg_dsm_scene):
     """batch plans with load_predictor and resolve_tiling: --weights alone names the
     network, the checkpoint's overlap is replaced when it does not fit, notes are kept."""
+    from rsseg.batch.bandfiles import TileExtras
     from rsseg.batch.driver import BatchOptions, _settings
     from rsseg.batch.inputs import open_tiles
 
     tiles = open_tiles([str(irrg_dsm_scene)])
+    options = BatchOptions(weights=str(checkpoint), tile=64)
     with pytest.warns(UserWarning, match="does not fit a 64-px tile"):
-        settings, notes = _settings(tiles, BatchOptions(weights=str(checkpoint), tile=64))
+        settings, notes = _settings(tiles, options, TileExtras((), None, False, tiles))
     assert (settings["model"], settings["tile"], settings["overlap"]) == (MODEL, 64, 16)
     assert notes == [f"note: best.pt ({MODEL}): trained on synthetic scenes; "
                      "not for real imagery"]
