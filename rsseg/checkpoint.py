@@ -7,7 +7,9 @@ runs on load. Layout (``format_version`` 1)::
     {
       "format": "rsseg-checkpoint", "format_version": 1,
       "model": {"name": "bafnet", "config": {"in_channels": 4, "num_classes": 6, ...}},
-      "classes": {"names": [...], "colours": [[r, g, b], ...]},
+      "classes": {"names": [...], "colours": [[r, g, b], ...],   # the class scheme
+                  "values": [...], "ignore_values": [...],        # optional: how the
+                  "ignore_colours": [[r, g, b], ...], "scheme": "dubai-aerial"},  # labels coded them
       "bands": {"names": ["IR", "R", "G", "DSM"], "mean": [...], "std": [...]},
       "tile": {"size": 512, "overlap": 128},
       "note": "trained on synthetic scenes",   # shown to users, may be empty

@@ -76,9 +76,12 @@ def run_demo(out_dir: str | Path, model: str = "bafnet", weights: str | None = N
 
 def _check_model(model: str, weights) -> None:
     from rsseg.checkpoint import load_checkpoint
-    from rsseg.predict.load import weights_file
+    from rsseg.predict.load import check_model_name, weights_file
 
-    load_checkpoint(weights_file(model, weights))
+    check_model_name(model)
+    path = weights_file(model, weights)  # None: random weights
+    if path is not None:
+        load_checkpoint(path)
 
 
 def _prepare_dir(out: Path) -> DemoFiles:

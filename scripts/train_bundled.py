@@ -4,7 +4,7 @@
 Rerunnable by anyone: it synthesises the training and validation scenes with
 ``rsseg synth`` (fixed seeds, so the data are byte-identical on every machine),
 trains each network with ``rsseg.training`` within a wall-time budget, and
-writes ``rsseg/weights/<model>.pt`` (fp16) plus ``rsseg/weights/<model>.json``
+writes ``rsseg/weights/<model>.isprs-synthetic.pt`` (fp16) plus its ``.json`` card
 (validation scores, training time, settings).
 
     python scripts/train_bundled.py --minutes 30             # bafnet baff_skipnet lwganet_l0
@@ -28,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "rsseg" / "weights"
+TAG = "isprs-synthetic"  # rsseg/weights/<model>.<TAG>.pt, the models' default tag
+TRAINED_ON = ("synthetic rsseg synth scenes (4 train, 2 validation; scripts/train_bundled.py); "
+              "not real imagery")
 TRAIN_SEEDS = (101, 102, 103, 104)
 VAL_SEEDS = (201, 202)
 TRAIN_SIZE = 1024
@@ -170,14 +173,14 @@ def bundle(summary: dict, threads: int) -> None:
     ckpt.note = NOTE
     ckpt.tile = {"size": 512, "overlap": 128}
     WEIGHTS.mkdir(exist_ok=True)
-    target = WEIGHTS / f"{summary['model']}.pt"
+    target = WEIGHTS / f"{summary['model']}.{TAG}.pt"
     ckpt.save(target, half=True)
     summary["shipped_fp16"] = score_shipped(target, summary.pop("val_files"))
-    summary.update({"file": target.name, "bytes": target.stat().st_size, "dtype": "float16",
+    summary.update({"tag": TAG, "trained_on": TRAINED_ON, "gsd_m": 0.09, "file": target.name, "bytes": target.stat().st_size, "dtype": "float16",
                     "note": NOTE, "torch": torch.__version__, "threads": threads,
                     "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
                     "trained_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
-    (WEIGHTS / f"{summary['model']}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    target.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1), flush=True)
 
 
@@ -185,7 +188,7 @@ def results_table() -> str:
     """Markdown table of the bundled weights' metadata (for docs/training.md)."""
     rows = ["| network | val mIoU (fp16 file) | OA | IoU car | IoU clutter | steps (best / run) "
             "| crop x batch | training time | file |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for path in sorted(WEIGHTS.glob("*.json")):
+    for path in sorted(WEIGHTS.glob(f"*.{TAG}.json")):
         m = json.loads(path.read_text())
         shipped = m.get("shipped_fp16") or m
         iou = shipped["val_iou"]

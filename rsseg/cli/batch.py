@@ -17,8 +17,8 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
               help="Network name (see `rsseg models`). Default: the network the --weights "
                    "checkpoint names, else bafnet.")
 @click.option("--weights", default=None,
-              help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
-                   "Default: the weights bundled for --model.")
+              help="A bundled tag (rsseg models), a checkpoint file, or 'random' for untrained "
+                   "weights seeded by --seed. Default: the model's default bundled tag.")
 @click.option("--bands", callback=parse_bands, default=None,
               help="1-based bands to read from every tile, repeats allowed. Default: all.")
 @click.option("--band-file", "band_files", multiple=True, callback=parse_band_files,
@@ -94,8 +94,14 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
         raise click.BadParameter("needs --vector", param_hint="--simplify/--min-area")
     if tile is not None and overlap is not None and overlap >= tile:
         raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
+    from rsseg.predict.load import DEFAULT_MODEL
+    from rsseg.weights.bundled import looks_like_tag, resolve_weights
+
     if model_name is not None:
         check_model_name(model_name)  # before any input is read
+    if weights is not None and looks_like_tag(weights) and weights != "random":
+        # the tag's file: workers load a path
+        weights = resolve_weights(model_name or DEFAULT_MODEL, weights)
     if device == "cuda" and not scheduler:  # local workers: this machine's GPU, checked now
         from rsseg.predict.predictor import resolve_device
 

@@ -11,8 +11,8 @@ from rsseg.cli.options import common_options
 @click.option("--out", "out_dir", default="demo_out", show_default=True,
               type=click.Path(file_okay=False), help="Directory for the demo's files.")
 @click.option("--model", default="bafnet", show_default=True, help="Network (rsseg models).")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False),
-              help="Checkpoint to use instead of the bundled weights.")
+@click.option("--weights", default=None, metavar="TAG|PATH",
+              help="A bundled tag or a checkpoint to use instead of the model's default tag.")
 @click.option("--size", type=click.IntRange(64, 8192), default=1024, show_default=True,
               help="Side of the synthetic scene in pixels.")
 @click.option("--seed", type=int, default=7, show_default=True,

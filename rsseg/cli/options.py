@@ -50,6 +50,21 @@ def window_options(f):
     return f
 
 
+def label_options(default_classes: str):
+    """--classes FILE|NAME and --label-format index|rgb|isprs-rgb (train, score)."""
+    def decorate(f):
+        f = click.option(
+            "--label-format", type=click.Choice(["index", "rgb", "isprs-rgb"]),
+            default="index", show_default=True,
+            help="Labels as class values (255 = unlabelled), or class colours (RGB or a "
+                 "palette); isprs-rgb = --classes isprs --label-format rgb.")(f)
+        return click.option(
+            "--classes", default=None, metavar="FILE|NAME",
+            help="Class scheme: a JSON file, or a built-in name (isprs, dubai-aerial, loveda, "
+                 f"a bundled weights tag) [default: {default_classes}].")(f)
+    return decorate
+
+
 def common_options(f):
     """--overwrite, --progress/--no-progress, --progress-json, --quiet, --debug."""
     for opt in (debug_option, quiet_option, progress_json_option, progress_option,

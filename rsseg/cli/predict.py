@@ -16,9 +16,10 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, ra
 @click.option("--model", "model_name", default=None, metavar="NAME",
               help="Network name (see `rsseg models`). Default: the network the --weights "
                    "checkpoint names, else bafnet.")
-@click.option("--weights", default=None, metavar="PATH|random",
-              help="Checkpoint file, or 'random' for untrained weights seeded by --seed. "
-                   "Default: the weights bundled for --model.")
+@click.option("--weights", default=None, metavar="TAG|PATH|random",
+              help="A bundled tag (see `rsseg models`, e.g. isprs-synthetic), a checkpoint file, "
+                   "or 'random' for untrained weights seeded by --seed. Default: the model's "
+                   "default tag.")
 @click.option("--bands", callback=parse_bands, default=None, metavar="1,2,3",
               help="1-based bands to read, repeats allowed (e.g. 1,1,1 for a pan image and an "
                    "RGB model). Default: all bands.")

@@ -6,11 +6,12 @@ import time
 
 import click
 
-from rsseg.cli.options import common_options, rate, report_done
+from rsseg.cli.options import common_options, label_options, rate, report_done
 
 EPILOG = """\b
 Examples:
   rsseg score classes.tif labels.tif
+  rsseg score pred.tif mask.png --classes dubai-aerial --label-format rgb
   rsseg score preds/*.tif --labels-dir gts/ --label-format isprs-rgb --eroded \\
       --exclude clutter --json report.json --csv report.csv --plot confusion.png
   rsseg score --pairs pairs.csv --erode-radius 3 --conventions both
@@ -24,8 +25,7 @@ Examples:
               help="Pair each PRED with the label of the same name in this directory.")
 @click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
               help="CSV file with prediction,label columns (instead of PRED arguments).")
-@click.option("--label-format", type=click.Choice(["index", "isprs-rgb"]), default="index",
-              show_default=True, help="Class ids, or the ISPRS colour code (3-band RGB).")
+@label_options("the prediction's classes, else isprs")
 @click.option("--eroded", is_flag=True,
               help="Labels are eroded-boundary files (ISPRS *_noBoundary): black RGB pixels "
                    "or --ignore-index pixels are boundaries and are ignored.")
@@ -54,7 +54,7 @@ Examples:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write the row-normalised confusion matrix as a PNG.")
 @common_options
-def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, erode_shape,
+def score(rasters, labels_dir, pairs_csv, classes, label_format, eroded, erode_radius, erode_shape,
           exclude, ignore_index, ignore_unknown, conventions, align, json_path, csv_path,
           plot_path, overwrite, progress, progress_json):
     """Score class rasters (PRED) against label rasters.
@@ -74,7 +74,8 @@ def score(rasters, labels_dir, pairs_csv, label_format, eroded, erode_radius, er
     mode = progress_mode(progress, progress_json)
     started = time.perf_counter()
     report = score_many(pairs, exclude=exclude, conventions=conventions, progress_mode=mode,
-                        label_format=label_format, ignore_index=ignore_index, eroded=eroded,
+                        classes=classes, label_format=label_format, ignore_index=ignore_index,
+                        eroded=eroded,
                         erode_radius=erode_radius, erode_shape=erode_shape,
                         ignore_unknown=ignore_unknown, align=align)
     written = write_reports(report, overwrite, json_path, csv_path, plot_path)

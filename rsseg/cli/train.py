@@ -6,7 +6,7 @@ import json
 
 import click
 
-from rsseg.cli.options import common_options, seed_option
+from rsseg.cli.options import common_options, label_options, seed_option
 
 # Settings that --resume may change without making the result differ from an
 # uninterrupted run (epochs stretches the schedule, documented).
@@ -45,9 +45,16 @@ def _files(name: str, help_text: str):
                         default=(), metavar="FILE...")
 
 
-@click.command(short_help="Train a network on scene/label GeoTIFF pairs.")
-@_files("--images", "Training images (GeoTIFF), any size.")
-@_files("--labels", "Training labels, one per image on the same grid.")
+@click.command(short_help="Train a network on image/label pairs (any class scheme).")
+@click.option("--data", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Dataset folder: images/ with masks/ (or labels/) matched by name, at any "
+                   "depth (e.g. tile*/images/*.jpg + tile*/masks/*.png).")
+@_files("--images", "Training images (any format GDAL reads; globs allowed), any size.")
+@_files("--labels", "Training labels, one per image, same size.")
+@click.option("--val-data", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Validation dataset folder (held-out areas).")
+@click.option("--val-pattern", default=None, metavar="GLOB",
+              help="Hold out the --data pairs whose image path matches, e.g. 'tile7/*'.")
 @_files("--val-images", "Validation images (held-out scenes).")
 @_files("--val-labels", "Validation labels, one per validation image.")
 @_files("--dsm", "Extra bands (DSM), one file per training image, appended after its bands.")
@@ -59,8 +66,10 @@ def _files(name: str, help_text: str):
 @click.option("--model", default="bafnet", show_default=True, help="Network (rsseg models).")
 @click.option("--model-config", default=None, metavar="JSON",
               help='Network options as JSON, e.g. \'{"width": 0.5}\'.')
-@click.option("--label-format", type=click.Choice(["index", "isprs-rgb"]), default="index",
-              show_default=True, help="Labels as class ids (255 = nodata) or ISPRS colours.")
+@label_options("isprs")
+@click.option("--ignore-unknown", is_flag=True,
+              help="Label values/colours that are no class and not ignored are ignored "
+                   "instead of an error.")
 @click.option("--crop", type=click.IntRange(32), default=512, show_default=True,
               help="Training window size in pixels.")
 @click.option("--batch-size", type=click.IntRange(2), default=8, show_default=True)
@@ -94,16 +103,18 @@ def _files(name: str, help_text: str):
 @click.option("--plot", is_flag=True, help="Write loss and mIoU curves to curves.png.")
 @common_options
 @click.pass_context
-def train(ctx, images, labels, val_images, val_labels, dsm, val_dsm, out_dir, resume_dir,
-          model, model_config, label_format, crop, batch_size, epochs, steps_per_epoch, lr,
+def train(ctx, data, images, labels, val_data, val_pattern, val_images, val_labels, dsm, val_dsm,
+          out_dir, resume_dir, model, model_config, classes, label_format, ignore_unknown, crop, batch_size, epochs, steps_per_epoch, lr,
           weight_decay, grad_clip, dice_weight, seed, workers, device, amp, channels_last,
           pretrained, class_balance, min_class_pixels, exclude_from_mean, note, plot, overwrite,
           progress, progress_json):
-    """Train a segmentation network on scene/label pairs; validate every epoch.
+    """Train a segmentation network on image/label pairs; validate every epoch.
 
     \b
     rsseg train --images imgs/*.tif --labels gts/*.tif --model bafnet -o runs/x \\
         --crop 512 --batch-size 8 --epochs 100 --val-images v/*.tif --val-labels vg/*.tif
+    rsseg train --data dubai/ --val-pattern 'tile7/*' --classes dubai-aerial \\
+        --label-format rgb --model baff_skipnet -o runs/dubai
     rsseg train --resume runs/x
     """
     from rsseg.progress import progress_mode
@@ -116,13 +127,17 @@ def train(ctx, images, labels, val_images, val_labels, dsm, val_dsm, out_dir, re
         overrides = _resume_overrides(ctx)
         result = resume_run(resume_dir, progress=mode, overrides=overrides)
     else:
-        _require(ctx, images=images, labels=labels, val_images=val_images,
-                 val_labels=val_labels, out=out_dir)
+        from rsseg.training.inputs import training_inputs
+
+        _require(ctx, **{"images (or --data)": images or data,
+                         "val-images (or --val-data, --val-pattern)":
+                             val_images or val_data or val_pattern, "out": out_dir})
+        inputs = training_inputs(data, images, labels, val_data, val_images, val_labels,
+                                 val_pattern, classes, label_format)
         config = TrainConfig(
-            images=list(images), labels=list(labels), val_images=list(val_images),
-            val_labels=list(val_labels), out_dir=out_dir, model=model,
+            **inputs, out_dir=out_dir, model=model, ignore_unknown=ignore_unknown,
             model_config=_parse_model_config(model_config), dsm=list(dsm),
-            val_dsm=list(val_dsm), label_format=label_format, crop=crop,
+            val_dsm=list(val_dsm), crop=crop,
             batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
             weight_decay=weight_decay, grad_clip=grad_clip, dice_weight=dice_weight, seed=seed,
             workers=workers, device=device, amp=amp, channels_last=channels_last,

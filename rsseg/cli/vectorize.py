@@ -48,6 +48,8 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
     --probs), styled for QGIS by class colour. Polygons are exactly those of a
     whole-raster polygonization, although the raster is processed in blocks.
     """
+    import warnings
+
     from rsseg.progress import progress_mode
     from rsseg.vectorize.streaming import vectorize_raster
 
@@ -56,10 +58,15 @@ def vectorize(class_raster, output, layer, probs, simplify, min_area, classes, c
         from rsseg.io.stac import check_item_path
 
         check_item_path(output, overwrite, classes=class_raster)
-    summary = vectorize_raster(class_raster, output, layer=layer, probs=probs,
-                               simplify=simplify, min_area=min_area, classes=classes,
-                               connectivity=int(connectivity), block_size=block_size,
-                               overwrite=overwrite, progress=mode, workers=workers)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. no CRS: said once, on stderr
+        warnings.simplefilter("always")
+        summary = vectorize_raster(class_raster, output, layer=layer, probs=probs,
+                                   simplify=simplify, min_area=min_area, classes=classes,
+                                   connectivity=int(connectivity), block_size=block_size,
+                                   overwrite=overwrite, progress=mode, workers=workers)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            click.echo(f"rsseg: warning: {w.message}", err=True)
     if stac:
         from rsseg.io.stac import write_output_item
 

@@ -5,7 +5,7 @@ The pipeline writes class ids into a raw band file described by a VRT
 MODE for class ids, AVERAGE for confidences; DEFLATE; 512-pixel blocks). Class
 names and colours are embedded in the file: a colour table, and metadata that
 ``gdalinfo`` prints (dataset ``CLASS_NAMES``/``CLASS_COLOURS``, band
-``CLASS_<id>=<name>``); :func:`read_classes` reads them back.
+``CLASS_<id>=<name>``); :func:`rsseg.io.classes.read_classes` reads them back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import rasterio
 import rasterio.shutil
 
 from rsseg.classes import NODATA, ClassScheme
+from rsseg.io.classes import read_classes  # noqa: F401 - where the batch merge finds it
 
 BLOCK = 512
 
@@ -83,17 +84,6 @@ def finish_cog(src, dst, resampling: str = "mode", block: int = BLOCK) -> None:
     rasterio.shutil.copy(
         str(src), str(dst), driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=block,
         RESAMPLING=resampling.upper(), OVERVIEWS="AUTO", BIGTIFF="IF_SAFER", NUM_THREADS="2")
-
-
-def read_classes(path) -> ClassScheme | None:
-    """The class scheme embedded by :func:`class_metadata`, or None."""
-    with rasterio.open(path) as ds:
-        tags = ds.tags()
-    if "CLASS_NAMES" not in tags:
-        return None
-    names = tuple(tags["CLASS_NAMES"].split(","))
-    colours = tuple(tuple(c) for c in json.loads(tags.get("CLASS_COLOURS", "[]")))
-    return ClassScheme(names, colours)
 
 
 # ---- validation (a minimal re-implementation of the COG layout rules) --------------------

@@ -21,11 +21,15 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
 from rsseg.errors import InputError
+
+# JPEG/PNG photos and masks have no geotransform, and rasterio says so on every open (per
+# file, per reading thread); rsseg says it once itself where it matters (NoCRSWarning).
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 class NoCRSWarning(UserWarning):
@@ -55,7 +59,10 @@ def open_complete(path: str | os.PathLike):
         ds.close()
         raise InputError(problem, path)
     for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        # JPEG/PNG photos and masks have no geotransform: rasterio says so on every open.
+        # Commands that care say it once themselves (predict, vectorize: NoCRSWarning).
+        if not issubclass(w.category, NotGeoreferencedWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return ds
 
 

@@ -103,20 +103,20 @@ def check_model_name(name: str) -> None:
 
 
 def weights_file(model: str | None, weights) -> Path | None:
-    """The checkpoint file ``weights`` stands for (the bundled one when None); None for random."""
-    if weights is not None and str(weights) == "random":
-        return None
-    if weights is not None:
-        return Path(weights)
-    from rsseg.weights.bundled import bundled_weights
+    """The checkpoint file ``weights`` stands for: a path, a bundled tag of ``model``
+    (:func:`rsseg.weights.bundled.resolve_weights`), or None for the default tag;
+    None for ``random``."""
+    from rsseg.weights.bundled import resolve_weights
 
     name = model or DEFAULT_MODEL
-    check_model_name(name)
-    path = bundled_weights(name)
+    path = resolve_weights(name, None if weights is None else str(weights))
+    if path == "random":
+        return None
     if path is None:
+        check_model_name(name)
         raise ModelError(f"no weights are bundled for model {name!r}; pass --weights "
                          "PATH (a checkpoint from `rsseg train`) or --weights random")
-    return path
+    return Path(path)
 
 
 def _load_torch(model: str | None, weights, channels: int, seed: int,
@@ -133,7 +133,8 @@ def _load_torch(model: str | None, weights, channels: int, seed: int,
         raise ModelError(f"checkpoint holds a {ckpt.model_name!r} model, not {model!r}; "
                          f"use --model {ckpt.model_name} (or leave --model out)", path)
     if ckpt.in_channels != channels:
-        raise ModelError(band_hint(ckpt.in_channels, ckpt.bands, channels, input_bands), path)
+        raise ModelError(band_hint(ckpt.in_channels, ckpt.bands, channels, input_bands)
+                         + _fitting_tags(channels), path)
     notes = [f"note: {path.name} ({ckpt.model_name}): {ckpt.note}"] if ckpt.note else []
     if ckpt.bands is None:
         notes.append(f"warning: {path} has no band normalisation; {_DTYPE_SCALING}")
@@ -187,6 +188,14 @@ def _height_band_warnings(bands: Normalization | None, input_bands) -> list[str]
             "(--dsm FILE)"
             for k, name in enumerate(bands.names)
             if name.upper() in HEIGHT_BANDS and input_bands.count(input_bands[k]) > 1]
+
+
+def _fitting_tags(channels: int) -> str:
+    """Bundled weights that would take the input as it is."""
+    from rsseg.weights.bundled import tags_fitting
+
+    fitting = tags_fitting(channels)
+    return f"; or use bundled weights for {channels} bands: {'; '.join(fitting)}" if fitting else ""
 
 
 def band_hint(needed: int, bands: Normalization | None, provided: int,

@@ -249,13 +249,14 @@ def _check_unknown(scene: SceneTally, opts: ScoreOptions) -> None:
     names = ", ".join(f"{i}={n}" for i, n in enumerate(scene.scheme.names))
     labels = scene.tally.unknown_label
     if labels.total:
-        what = "colours" if opts.label_format == "isprs-rgb" else "values"
+        what = "colours" if opts.label_format == "rgb" else "values"
         hint = ""
-        if opts.label_format == "isprs-rgb" and (0, 0, 0) in labels.first and not opts.eroded:
+        if opts.label_format == "rgb" and (0, 0, 0) in labels.counts and not opts.eroded:
             hint = " (black marks eroded boundaries in ISPRS *_noBoundary files: pass --eroded)"
-        raise InputError(f"label has {what} that are no class ({names}) nor the ignore index "
-                         f"{opts.ignore_index}: {labels.describe()}{hint}; pass "
-                         "--ignore-unknown to skip those pixels", scene.label)
+        scheme = f" of scheme {scene.scheme.name}" if scene.scheme.name else ""
+        raise InputError(f"label has {what} that are no class{scheme} ({names}) nor ignored: "
+                         f"{labels.describe()}{hint}; pass --ignore-unknown to skip those "
+                         "pixels, or --classes FILE to describe them", scene.label)
     preds = scene.tally.unknown_prediction
     if preds.total:
         raise InputError(f"prediction has values that are no class ({names}; names from "

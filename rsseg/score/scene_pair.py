@@ -14,7 +14,6 @@ Windows are groups of whole blocks of the prediction, about
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rsseg.classes import ISPRS, NODATA, ClassScheme
+from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.score.labels import UnknownValues, boundary_mask, decode_index, decode_rgb, to_uint8
+from rsseg.score.labels import (LABEL_FORMATS, LabelDecoder, UnknownValues, boundary_mask,
+                                label_band_problem, read_label, to_uint8)
 
-LABEL_FORMATS = ("index", "isprs-rgb")
 DEFAULT_WINDOW_PIXELS = 1 << 22  # ~4 Mpx: a few MB per array, few Python round trips
-CLASS_TAG_KEYS = ("class_names", "classes", "rsseg_classes", "class_scheme")
 
 
 @dataclass
@@ -36,6 +34,9 @@ class ScoreOptions:
     """How labels are read and what is ignored (shared by every scene)."""
 
     label_format: str = "index"
+    # --classes (a scheme, or its file or built-in name): how labels code the classes;
+    # None: the prediction's own classes.
+    classes: ClassScheme | str | None = None
     ignore_index: int = 255
     eroded: bool = False
     erode_radius: int = 0
@@ -45,6 +46,17 @@ class ScoreOptions:
     window_pixels: int = DEFAULT_WINDOW_PIXELS
 
     def __post_init__(self):
+        from rsseg.classes import load_scheme
+        from rsseg.score.labels import resolve_label_format
+
+        if isinstance(self.classes, ClassScheme):
+            given = self.classes
+        else:
+            given = None
+        fmt, name = resolve_label_format(self.label_format, None if given else self.classes)
+        self.label_format = fmt
+        if given is None and name is not None:
+            self.classes = load_scheme(name)
         if self.label_format not in LABEL_FORMATS:
             raise ValueError(f"label_format must be one of {LABEL_FORMATS}")
         if not 0 <= int(self.ignore_index) <= 255:
@@ -80,63 +92,10 @@ def _is_integer(dtype: str) -> bool:
     return np.issubdtype(np.dtype(dtype), np.integer)
 
 
-def read_class_scheme(src) -> tuple[ClassScheme, str]:
-    """Class names (and colours) stored in a prediction raster, else ISPRS.
+def _default_scheme() -> ClassScheme:
+    from rsseg.classes import load_scheme
 
-    Reads what :func:`rsseg.io.cog.class_metadata` writes (dataset tags
-    ``CLASS_NAMES`` = comma-separated names, ``CLASS_COLOURS`` = JSON list of
-    [r, g, b]), and also accepts a tag named one of :data:`CLASS_TAG_KEYS` on
-    band 1 or the dataset holding a JSON list of names or a JSON object
-    ``{"names": [...], "colours": [...]}``. Colours missing from the tags come
-    from the band's colour table, else from ISPRS when the names are the ISPRS
-    ones. Returns the scheme and where it came from (for the report).
-    """
-    for tags, where in ((src.tags(), "dataset tags"), (src.tags(1), "band 1 tags")):
-        for key, value in tags.items():
-            if key.lower() in CLASS_TAG_KEYS:
-                names, colours = _parse_class_tag(value)
-                if names:
-                    colours = colours or _tag_colours(tags, len(names)) or _colours_for(src, names)
-                    return ClassScheme(tuple(names), tuple(colours)), f"{where} ({key})"
-    return ISPRS, "default ISPRS classes (no class names in the prediction)"
-
-
-def _tag_colours(tags: dict, count: int) -> list | None:
-    for key, value in tags.items():
-        if key.lower() in ("class_colours", "class_colors"):
-            try:
-                colours = [tuple(int(v) for v in c[:3]) for c in json.loads(value)]
-            except (ValueError, TypeError):
-                return None
-            return colours if len(colours) == count else None
-    return None
-
-
-def _parse_class_tag(value: str) -> tuple[list[str], list | None]:
-    text = value.strip()
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    if isinstance(parsed, dict):
-        names = [str(n) for n in parsed.get("names", [])]
-        colours = parsed.get("colours") or parsed.get("colors")
-        if colours and len(colours) == len(names):
-            return names, [tuple(int(v) for v in c[:3]) for c in colours]
-        return names, None
-    if isinstance(parsed, list):
-        return [str(n) for n in parsed], None
-    return [], None
-
-
-def _colours_for(src, names: list[str]) -> list[tuple[int, int, int]]:
-    if tuple(names) == ISPRS.names:
-        return list(ISPRS.colours)
-    try:
-        cmap = src.colormap(1)
-        return [tuple(int(v) for v in cmap[i][:3]) for i in range(len(names))]
-    except ValueError:  # no colour table: colours only matter for RGB labels
-        return [(i, i, i) for i in range(len(names))]
+    return load_scheme()
 
 
 # ---------------------------------------------------------------- grids
@@ -211,7 +170,9 @@ class ScenePair:
         self._datasets = [self.pred]
         try:
             self._check_prediction()
-            self.scheme, self.scheme_source = read_class_scheme(self.pred)
+            self.scheme, self.scheme_source = self._class_scheme()
+            self.decoder = LabelDecoder(self.scheme, options.label_format,
+                                        options.ignore_index, boundary_black=options.eroded)
             self.label_file = open_raster(label_path, "label")
             self._datasets.append(self.label_file)
             self._check_label()
@@ -224,6 +185,21 @@ class ScenePair:
 
     # -- checks
 
+    def _class_scheme(self) -> tuple[ClassScheme, str]:
+        """--classes, else the prediction's own; both: they must name the same classes."""
+        from rsseg.io.classes import read_raster_classes
+
+        given = self.options.classes
+        found, source = read_raster_classes(self.pred)
+        if given is None:
+            return found or _default_scheme(), source
+        if found is not None and tuple(n.lower() for n in found.names) != \
+                tuple(n.lower() for n in given.names):
+            raise InputError(f"prediction classes ({', '.join(found.names)}) differ from "
+                             f"--classes {given.name or ''} ({', '.join(given.names)})",
+                             self.pred_path)
+        return given, f"--classes {given.name}".rstrip()
+
     def _check_prediction(self) -> None:
         dtype = self.pred.dtypes[0]
         if self.pred.count != 1:
@@ -235,18 +211,9 @@ class ScenePair:
                              "(a class raster such as rsseg predict writes)", self.pred_path)
 
     def _check_label(self) -> None:
-        src, fmt = self.label_file, self.options.label_format
-        dtype = src.dtypes[0]
-        if fmt == "index":
-            if src.count >= 3 and dtype == "uint8":
-                raise InputError(f"label has {src.count} bands; for colour-coded labels "
-                                 "pass --label-format isprs-rgb", self.label_path)
-            if not _is_integer(dtype):
-                raise InputError(f"label has {dtype} pixels; expected integer class ids",
-                                 self.label_path)
-        elif src.count < 3 or dtype != "uint8":
-            raise InputError(f"--label-format isprs-rgb needs a 3-band uint8 raster, got "
-                             f"{src.count} band(s) of {dtype}", self.label_path)
+        problem = label_band_problem(self.label_file, self.options.label_format)
+        if problem:
+            raise InputError(problem, self.label_path)
 
     def _grid_matched_label(self):
         mismatch = grid_mismatch(self.pred, self.label_file)
@@ -310,21 +277,18 @@ class ScenePair:
     def _decoded_label(self, window, core=(slice(None), slice(None))) -> np.ndarray:
         """The label of ``window``, decoded; pixels are counted only inside ``core`` (the
         window without the erosion halo, which the neighbouring window counts)."""
-        opts, src = self.options, self.label
-        rgb = opts.label_format == "isprs-rgb"
-        raw = src.read((1, 2, 3) if rgb else 1, window=window)
+        opts = self.options
+        rgb = opts.label_format == "rgb"
+        raw = read_label(self.label, opts.label_format, window=window)
+        if not rgb:
+            raw = raw[0]
         missing = self._label_missing(raw, window)
-        if rgb:
-            labels = decode_rgb(raw, self.scheme.colours, opts.ignore_index,
-                                self.counts.unknown_label, boundary_black=opts.eroded,
-                                missing=missing)
-        elif raw.dtype == np.uint8:
+        if self.decoder.identity and raw.dtype == np.uint8:
             # Unknown uint8 values are read off the joint histogram later
             # (cheaper than a per-window check).
             labels = raw
         else:
-            labels = decode_index(raw, self.scheme.num_classes, opts.ignore_index,
-                                  self.counts.unknown_label, missing=missing)
+            labels = self.decoder.decode(raw, self.counts.unknown_label, missing=missing)
         self._count_ignore_values(raw[(...,) + core], rgb,
                                   None if missing is None else missing[core])
         if missing is not None and missing.any():

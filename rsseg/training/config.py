@@ -17,7 +17,11 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)
     dsm: list[str] = field(default_factory=list)
     val_dsm: list[str] = field(default_factory=list)
-    label_format: str = "index"
+    label_format: str = "index"  # index (class values) or rgb (class colours)
+    # The class scheme as ClassScheme.to_dict(), stored whole so --resume needs no file;
+    # None: the default scheme (isprs).
+    classes: dict[str, Any] | None = None
+    ignore_unknown: bool = False  # unknown label values/colours: ignored instead of an error
     crop: int = 512
     batch_size: int = 8
     epochs: int = 100
@@ -45,6 +49,13 @@ class TrainConfig:
     plot: bool = False
     note: str = ""
 
+    def __post_init__(self):
+        if self.label_format == "isprs-rgb":  # the synonym of rgb with the isprs scheme
+            from rsseg.classes import load_scheme
+
+            self.label_format = "rgb"
+            self.classes = self.classes or load_scheme("isprs").to_dict()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -52,6 +63,12 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def scheme(self):
+        """The run's :class:`rsseg.classes.ClassScheme`."""
+        from rsseg.classes import ClassScheme, load_scheme
+
+        return ClassScheme.from_dict(self.classes) if self.classes else load_scheme()
 
     def resolved_steps(self, training_pixels: int) -> int:
         if self.steps_per_epoch:

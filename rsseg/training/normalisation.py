@@ -64,11 +64,14 @@ class SceneStatistics:
 
 def scan_scenes(infos: Sequence[SceneInfo], label_format: str, classes: ClassScheme,
                 block: int = 1024, with_bands: bool = True,
-                on_block: Callable[[], None] | None = None) -> SceneStatistics:
+                on_block: Callable[[], None] | None = None,
+                ignore_unknown: bool = False) -> SceneStatistics:
     """Band moments over labelled pixels and a class histogram of all scenes.
 
     Pixels whose label is nodata (255) or whose image is nodata are left out of
     the band statistics: borders would otherwise drag the mean toward zero.
+    A label file with values or colours the scheme does not know is an error
+    naming the file and the most frequent of them, unless ``ignore_unknown``.
     """
     bands = infos[0].num_bands
     moments = RunningMoments.empty(bands)
@@ -84,6 +87,9 @@ def scan_scenes(infos: Sequence[SceneInfo], label_format: str, classes: ClassSch
                     moments.add(x[:, valid])
                 if on_block is not None:
                     on_block()
+            if reader.unknown.total and not ignore_unknown:
+                raise InputError(unknown_label_message(reader.unknown, label_format, classes),
+                                 info.paths.label)
         finally:
             reader.close()
     std = moments.std
@@ -92,6 +98,19 @@ def scan_scenes(infos: Sequence[SceneInfo], label_format: str, classes: ClassSch
     names = list(infos[0].band_names)
     norm = Normalization(names, moments.mean.tolist(), std.tolist())
     return SceneStatistics(norm, counts, int(counts.sum()))
+
+
+def unknown_label_message(unknown, label_format: str, classes: ClassScheme) -> str:
+    scheme = f" of class scheme {classes.name}" if classes.name else ""
+    if label_format == "rgb":
+        what = f"colours that are not class colours{scheme} nor ignored"
+    else:
+        values = classes.label_values
+        shown = f"{values[0]}..{values[-1]}" if values == tuple(range(values[0], values[-1] + 1)) \
+            else ", ".join(map(str, values))
+        what = f"values that are not class ids{scheme} ({shown}) nor ignored (255 = nodata)"
+    return (f"label has {what}: {unknown.describe()}; add them to the scheme's \"ignore\" "
+            "list, or pass --ignore-unknown")
 
 
 def count_blocks(infos: Sequence[SceneInfo], block: int = 1024) -> int:

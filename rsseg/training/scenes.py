@@ -15,8 +15,8 @@ import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-
-LABEL_FORMATS = ("index", "isprs-rgb")
+from rsseg.score.labels import (LABEL_FORMATS, LabelDecoder, UnknownValues, label_band_problem,
+                                read_label)
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,17 @@ def _grid_text(ds) -> str:
     return f"{ds.width}x{ds.height} px, origin ({t.c:.3f}, {t.f:.3f}), pixel {t.a:g} m"
 
 
+def _grid_problem(what: str, other, img, image_path: str) -> str | None:
+    """Why ``other`` (label, DSM) does not fit the image (naming the image); None if it does."""
+    if (other.width, other.height) != (img.width, img.height):
+        return (f"{what} is {other.width}x{other.height} px but its image "
+                f"{image_path} is {img.width}x{img.height} px")
+    if not _same_grid(img, other):
+        return (f"{what} grid ({_grid_text(other)}) does not match the image "
+                f"{image_path} ({_grid_text(img)})")
+    return None
+
+
 def _band_names(ds, prefix: str) -> list[str]:
     return [d if d else f"{prefix}{i + 1}" for i, d in enumerate(ds.descriptions)]
 
@@ -85,19 +96,18 @@ def _band_names(ds, prefix: str) -> list[str]:
 def inspect_scene(paths: ScenePaths, label_format: str) -> SceneInfo:
     """Open the rasters of one scene and check that they fit together."""
     with _open(paths.image) as img, _open(paths.label) as lab:
-        if not _same_grid(img, lab):
-            raise InputError(f"label grid ({_grid_text(lab)}) does not match the image "
-                             f"{paths.image} ({_grid_text(img)})", paths.label)
-        need = 1 if label_format == "index" else 3
-        if lab.count < need:
-            raise InputError(f"label raster has {lab.count} band(s); --label-format "
-                             f"{label_format} needs {need}", paths.label)
+        problem = _grid_problem("label", lab, img, paths.image)
+        if problem:
+            raise InputError(problem, paths.label)
+        problem = label_band_problem(lab, label_format)
+        if problem:
+            raise InputError(problem, paths.label)
         names = _band_names(img, "B")
         if paths.dsm:
             with _open(paths.dsm) as dsm:
-                if not _same_grid(img, dsm):
-                    raise InputError(f"DSM grid ({_grid_text(dsm)}) does not match the image "
-                                     f"{paths.image} ({_grid_text(img)})", paths.dsm)
+                problem = _grid_problem("DSM", dsm, img, paths.image)
+                if problem:
+                    raise InputError(problem, paths.dsm)
                 names += ["DSM"] if dsm.count == 1 else [f"DSM{i + 1}" for i in range(dsm.count)]
         return SceneInfo(paths, img.width, img.height, img.count, tuple(names), _gsd_m(img))
 
@@ -136,43 +146,23 @@ def inspect_scenes(scenes: Sequence[ScenePaths], label_format: str,
     return infos
 
 
-def decode_labels(block: np.ndarray, label_format: str, classes: ClassScheme,
-                  path: str) -> np.ndarray:
-    """(bands, H, W) label block -> (H, W) uint8 class ids with NODATA where unlabelled.
-
-    Decoding is the scoring code's (:mod:`rsseg.score.labels`). Unknown values
-    (index labels) or colours (RGB labels) are an error here, not something to
-    train on silently.
-    """
-    from rsseg.score.labels import UnknownValues, decode_index, decode_rgb
-
-    unknown = UnknownValues()
-    if label_format == "isprs-rgb":
-        ids = decode_rgb(block[:3], classes.colours, NODATA, unknown, boundary_black=False)
-        hint = "colours that are not ISPRS class colours"
-    else:
-        raw = block[0]
-        if raw.dtype.kind == "f":
-            raw = np.where(np.isfinite(raw), raw, -1).astype(np.int64)  # fractions are unknown
-        ids = decode_index(raw, classes.num_classes, NODATA, unknown)
-        hint = (f"values that are not class ids 0..{classes.num_classes - 1} or {NODATA} "
-                "(nodata); an RGB label needs --label-format isprs-rgb")
-    if unknown.total:
-        raise InputError(f"label has {hint}: {unknown.describe()}", path)
-    return ids
-
-
 class SceneReader:
     """Windowed, optionally resampled reads of one scene's bands and labels.
 
     File handles are opened on first use, so a reader can be pickled to
-    DataLoader workers before it has opened anything.
+    DataLoader workers before it has opened anything. Label values or colours
+    that are neither a class nor ignored become NODATA and are counted in
+    ``unknown``: :func:`rsseg.training.normalisation.scan_scenes` reads every
+    label once before training and turns them into an error (unless
+    ``--ignore-unknown``).
     """
 
     def __init__(self, info: SceneInfo, label_format: str, classes: ClassScheme):
         self.info = info
         self.label_format = label_format
         self.classes = classes
+        self.decoder = LabelDecoder(classes, label_format, NODATA)
+        self.unknown = UnknownValues()
         self._handles = None
 
     def __getstate__(self):
@@ -210,11 +200,9 @@ class SceneReader:
         if dsm is not None:
             bands.append(self._read(dsm, win, shape, Resampling.bilinear))
         x = np.concatenate(bands, axis=0)
-        label_bands = [1] if self.label_format == "index" else [1, 2, 3]
-        raw = lab.read(indexes=label_bands, window=win,
-                       out_shape=None if shape is None else (len(label_bands), *shape),
-                       resampling=Resampling.nearest)
-        y = decode_labels(raw, self.label_format, self.classes, self.info.paths.label)
+        raw = read_label(lab, self.label_format, window=win, out_shape=shape,
+                         resampling=Resampling.nearest)
+        y = self.decoder.decode(raw, self.unknown)
         valid = self._valid_mask(img, win, shape)
         if valid is not None:
             y = np.where(valid, y, NODATA).astype(np.uint8)
@@ -226,9 +214,7 @@ class SceneReader:
 
         img, lab, _ = self._open_all()
         win = Window(col, row, width, height)
-        label_bands = [1] if self.label_format == "index" else [1, 2, 3]
-        y = decode_labels(lab.read(indexes=label_bands, window=win), self.label_format,
-                          self.classes, self.info.paths.label)
+        y = self.decoder.decode(read_label(lab, self.label_format, window=win), self.unknown)
         valid = self._valid_mask(img, win, None)
         return y if valid is None else np.where(valid, y, NODATA).astype(np.uint8)
 

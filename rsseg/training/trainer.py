@@ -18,7 +18,7 @@ import torch
 
 from rsseg.atomic import atomic_output, check_folder_creatable, make_folders
 from rsseg.checkpoint import Checkpoint
-from rsseg.classes import ISPRS, ClassScheme
+from rsseg.classes import ClassScheme
 from rsseg.errors import InputError, ModelError, OutputError
 from rsseg.io.normalization import Normalization
 from rsseg.predict.predictor import resolve_device
@@ -126,7 +126,7 @@ def resume(out_dir: str | Path, progress: Mode = "bar", on_epoch_end: EpochCallb
 
 def _prepare(config: TrainConfig, progress: Mode, ckpt: Checkpoint | None = None,
              class_counts: list[int] | None = None) -> _Run:
-    classes = ISPRS
+    classes = config.scheme()
     for name in config.exclude_from_mean:
         try:
             classes.index(name)
@@ -170,10 +170,11 @@ def _scan(train_infos, val_infos, config, classes, progress) -> tuple[Normalizat
     """Band statistics + class counts of the training scenes; validation labels decoded too."""
     total = count_blocks(train_infos) + count_blocks(val_infos)
     with Progress(total, "scanning scenes", progress, unit="block") as bar:
-        stats = scan_scenes(train_infos, config.label_format, classes, on_block=bar.update)
+        stats = scan_scenes(train_infos, config.label_format, classes, on_block=bar.update,
+                            ignore_unknown=config.ignore_unknown)
         # Decoding the validation labels now finds unknown colours before any output exists.
         scan_scenes(val_infos, config.label_format, classes, with_bands=False,
-                    on_block=bar.update)
+                    on_block=bar.update, ignore_unknown=config.ignore_unknown)
     check_class_counts(stats, classes, config.min_class_pixels, where=config.labels[0]
                        if len(config.labels) == 1 else f"{len(config.labels)} label files")
     return stats.normalization, stats.class_counts.tolist()

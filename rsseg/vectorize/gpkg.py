@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import warnings
 
 import numpy as np
 import shapely
 
-from rsseg.classes import ISPRS, ClassScheme
+from rsseg.classes import ClassScheme
 
 #: Features / vertices buffered before one append to the GeoPackage: bounds memory
 #: (a few tens of MB at most) while amortising the cost of reopening the file.
@@ -17,95 +16,15 @@ FLUSH_VERTICES = 250_000
 
 
 def read_class_scheme(src) -> ClassScheme:
-    """Class names and colours of an open class raster.
+    """Class names and colours of an open class raster (:mod:`rsseg.io.classes`).
 
-    Understands what ``rsseg predict`` writes (:func:`rsseg.io.cog.class_metadata`:
-    dataset tags ``CLASS_NAMES`` (comma-separated) and ``CLASS_COLOURS`` (JSON), band
-    tags ``CLASS_<id>``), a JSON ``class_names`` list or ``class_scheme`` object tag,
-    and GDAL category names. Colours missing from the tags come from the band's
-    colour table, else the ISPRS palette. Without any names the ISPRS scheme is assumed.
+    A raster without class names gets the default scheme (``isprs``), as ``rsseg score``.
     """
-    tags = {**src.tags(), **src.tags(1)}
-    names = colours = None
-    if tags.get("CLASS_NAMES"):
-        names = [n.strip() for n in tags["CLASS_NAMES"].split(",")]
-        parsed = _json(tags.get("CLASS_COLOURS"))
-        if isinstance(parsed, list) and len(parsed) == len(names):
-            colours = [tuple(int(v) for v in c[:3]) for c in parsed]
-    if names is None:
-        numbered = {int(k[6:]): v for k, v in tags.items() if k.startswith("CLASS_")
-                    and k[6:].isdigit()}
-        if numbered:
-            names = [numbered.get(i, f"class_{i}") for i in range(max(numbered) + 1)]
-    if names is None:
-        parsed = _json(tags.get("class_scheme"))
-        if isinstance(parsed, dict) and "names" in parsed:
-            names = [str(n) for n in parsed["names"]]
-            if len(parsed.get("colours", [])) == len(names):
-                colours = [tuple(int(v) for v in c[:3]) for c in parsed["colours"]]
-    if names is None:
-        parsed = _json(tags.get("class_names"))
-        if isinstance(parsed, list) and parsed:
-            names = [str(n) for n in parsed]
-    if names is None:
-        names = _category_names(src)
-    if names is None:
-        return ISPRS
-    names = names[:255]
-    if colours is None:
-        colours = _colours_from_table(src, len(names))
-    return ClassScheme(tuple(names), tuple(colours))
+    from rsseg.classes import load_scheme
+    from rsseg.io.classes import read_raster_classes
 
-
-def _json(text):
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def _category_names(src) -> list[str] | None:
-    """GDAL category names (``GetCategoryNames``), read from the PAM ``.aux.xml`` if any."""
-    aux = Path(str(src.name) + ".aux.xml")
-    if not aux.is_file():
-        return None
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(aux).getroot()
-    except ET.ParseError:
-        return None
-    cats = root.find("./PAMRasterBand/CategoryNames")
-    if cats is None:
-        return None
-    names = [c.text or "" for c in cats.findall("Category")]
-    return names if any(names) else None
-
-
-def _colours_from_table(src, n: int) -> list[tuple[int, int, int]]:
-    try:
-        table = src.colormap(1)
-    except ValueError:  # no colour table
-        table = None
-    colours = []
-    for i in range(n):
-        if table is not None and i in table and table[i][3] > 0:
-            colours.append(tuple(int(v) for v in table[i][:3]))
-        elif i < ISPRS.num_classes:
-            colours.append(ISPRS.colours[i])
-        else:
-            colours.append(_fallback_colour(i))
-    return colours
-
-
-def _fallback_colour(i: int) -> tuple[int, int, int]:
-    """Distinct, deterministic colours for classes beyond the palette."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.9)
-    return int(r * 255), int(g * 255), int(b * 255)
+    scheme, _ = read_raster_classes(src)
+    return scheme if scheme is not None else load_scheme()
 
 
 class Measurer:
@@ -115,15 +34,15 @@ class Measurer:
     geodesic measures on the CRS's ellipsoid.
     """
 
-    def __init__(self, transform, crs_wkt: str):
+    def __init__(self, transform, crs_wkt: str | None):
         from pyproj import CRS
 
         self.matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
         self.offset = np.array([transform.c, transform.f])
-        crs = CRS.from_wkt(crs_wkt)
-        self.geod = crs.get_geod() if crs.is_geographic else None
+        crs = CRS.from_wkt(crs_wkt) if crs_wkt else None  # None: planar, in the grid's units
+        self.geod = crs.get_geod() if crs is not None and crs.is_geographic else None
         self.metres = 1.0
-        if self.geod is None and crs.axis_info:
+        if crs is not None and self.geod is None and crs.axis_info:
             self.metres = float(crs.axis_info[0].unit_conversion_factor or 1.0)
 
     def to_map(self, geoms: np.ndarray) -> np.ndarray:
@@ -145,7 +64,7 @@ class Measurer:
 class GpkgWriter:
     """Append polygons with their attributes to one GeoPackage layer, in batches."""
 
-    def __init__(self, path, layer: str, crs_wkt: str, scheme: ClassScheme,
+    def __init__(self, path, layer: str, crs_wkt: str | None, scheme: ClassScheme,
                  measurer: Measurer, multi: bool, with_confidence: bool):
         self.path = str(path)
         self.layer = layer
@@ -199,9 +118,14 @@ class GpkgWriter:
         # GeoPackage 1.3 rather than the 1.4 of recent GDAL: older GDAL/QGIS read it
         # without warnings and nothing of 1.4 is needed.
         options = {} if self._created else {"dataset_options": {"VERSION": "1.3"}}
-        pyogrio.raw.write(self.path, shapely.to_wkb(geoms), data, fields, layer=self.layer,
-                          driver="GPKG", geometry_type=self.geometry_type, crs=self.crs_wkt,
-                          append=self._created, encoding="UTF-8", **options)
+        with warnings.catch_warnings():
+            # Without a CRS (pixel coordinates) pyogrio warns on every batch; the
+            # command has said so once already.
+            warnings.filterwarnings("ignore", "'crs' was not provided")
+            pyogrio.raw.write(self.path, shapely.to_wkb(geoms), data, fields, layer=self.layer,
+                              driver="GPKG", geometry_type=self.geometry_type,
+                              crs=self.crs_wkt, append=self._created, encoding="UTF-8",
+                              **options)
         self._created = True
         self.count += len(geoms)
         for cid, n in zip(*np.unique(class_ids, return_counts=True)):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ import numpy as np
 from rsseg.atomic import atomic_output, check_output_path
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.io.scene import open_raster
 from rsseg.progress import Mode, Progress
+from rsseg.io.scene import NoCRSWarning, open_raster
 from rsseg.vectorize.blocks import BlockTask, run_blocks
 from rsseg.vectorize.seams import Pieces, SeamMerger
 
@@ -62,19 +63,20 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
     # The style sidecar is an output too: never replace someone's .qml without --overwrite.
     check_output_path(qml_sidecar_path(output), overwrite)
     with _open_class_raster(class_raster) as src, _open_probs(probs, src) as conf:
-        from rsseg.vectorize import qgis_style as qgis_style
         from rsseg.vectorize.gpkg import GpkgWriter, Measurer, read_class_scheme
+        from rsseg.vectorize import qgis_style as qgis_style
 
         scheme = read_class_scheme(src)
         megapixels = src.width * src.height / 1e6
         keep = _resolve_classes(classes, scheme, class_raster)
-        measurer = Measurer(src.transform, src.crs.to_wkt())
+        crs_wkt = src.crs.to_wkt() if src.crs is not None else None
+        measurer = Measurer(src.transform, crs_wkt)
         post = bool(simplify) or bool(min_area)
         # Dates in the GeoPackage come from the input, not the clock: reruns are byte-identical.
         stamp = qgis_style.gpkg_timestamp(class_raster)
         with atomic_output(output, overwrite=overwrite, suffix=".gpkg") as tmp, \
                 qgis_style.gpkg_dates(stamp):
-            writer = GpkgWriter(tmp, layer, src.crs.to_wkt(), scheme, measurer,
+            writer = GpkgWriter(tmp, layer, crs_wkt, scheme, measurer,
                                 multi=connectivity == 8, with_confidence=conf is not None)
             collected: list[Pieces] = []
 
@@ -132,13 +134,15 @@ def _open_class_raster(path):
     elif _is_confidence_raster(src):
         problem = ("is a confidence raster (maximum class probability), not a class raster; "
                    "vectorize the class raster and give this one with --probs")
-    elif src.crs is None:
-        problem = "has no CRS; polygons need a coordinate reference system"
-    elif src.transform.is_identity:
-        problem = "has no georeferencing (identity geotransform)"
     if problem:
         src.close()
         raise InputError(problem, path)
+    if src.crs is None:
+        # As predict does: keep the grid. A photo or PNG mask has no geotransform, so the
+        # polygons come out in pixel coordinates (x = column, y = row) and areas in pixels.
+        grid = "pixel coordinates" if src.transform.is_identity else "its unreferenced coordinates"
+        warnings.warn(f"{path}: no CRS; polygons are in {grid} and area_m2/perimeter_m in "
+                      "those units (pixels), not metres", NoCRSWarning)
     return src
 
 

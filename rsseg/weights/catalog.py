@@ -38,14 +38,15 @@ def complexity(name: str) -> tuple[int, int]:
         return count_params(model), count_macs(model, MACS_INPUT)
 
 
-def has_bundled_weights(name: str) -> bool:
-    from rsseg.weights.bundled import bundled_weights
+def weights_records(name: str) -> list[dict[str, Any]]:
+    """Its bundled weights, default first: tag, default, classes, bands, trained_on, metrics."""
+    from rsseg.weights.bundled import bundled_tags, weights_record
 
-    return bundled_weights(name) is not None
+    return [weights_record(w, default=i == 0) for i, w in enumerate(bundled_tags(name))]
 
 
 def describe(name: str) -> dict[str, Any]:
-    """One network's record: name, params, macs_512, bundled_weights, paper, its figures."""
+    """One network's record: name, params, macs_512, bundled weights by tag, paper, figures."""
     from rsseg.models import model_entry
 
     try:
@@ -53,11 +54,13 @@ def describe(name: str) -> dict[str, Any]:
     except KeyError as exc:
         raise ModelError(str(exc.args[0])) from None
     params, macs = complexity(name)
+    weights = weights_records(name)
     return {
         "name": name,
         "params": params,
         "macs_512": macs,
-        "bundled_weights": has_bundled_weights(name),
+        "bundled_weights": bool(weights),
+        "weights": weights,
         "paper": entry.paper,
         "paper_figures": dict(entry.paper_figures),
         "paper_config": dict(entry.paper_config),
@@ -73,14 +76,32 @@ def describe_models(names: list[str] | tuple[str, ...] | None = None) -> list[di
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    """A plain-text table: name, params, MACs at 512x512, bundled weights, paper."""
+    """A plain-text table (name, params, MACs at 512x512, bundled tags, paper), then one
+    block per bundled tag: classes, bands, training data, GSD, validation scores."""
     header = ("name", "params", "MACs@512", "weights", "paper")
     rows = [(r["name"], f"{r['params'] / 1e6:.2f} M", f"{r['macs_512'] / 1e9:.2f} G",
-             "bundled" if r["bundled_weights"] else "-", r["paper"] or "-") for r in records]
+             ",".join(w["tag"] + ("*" if w["default"] and len(r["weights"]) > 1 else "")
+                      for w in r["weights"]) or "-", r["paper"] or "-") for r in records]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
         cells = [cell.ljust(width) if i == 0 else cell.rjust(width) if i < 3 else cell.ljust(width)
                  for i, (cell, width) in enumerate(zip(row, widths))]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
+    tags = [(r["name"], w) for r in records for w in r["weights"]]
+    if tags:
+        lines += ["", "bundled weights (--weights TAG; * = default when a model has several):"]
+        lines += [line for name, w in tags for line in _tag_lines(name, w)]
     return "\n".join(lines)
+
+
+def _tag_lines(name: str, w: dict[str, Any]) -> list[str]:
+    metrics = w["metrics"]
+    scores = ", ".join(f"{key} {metrics[key]:.3f}" for key in ("miou", "oa", "mf1")
+                       if isinstance(metrics.get(key), (int, float))) or "-"
+    gsd = f"{w['gsd_m']:g} m" if w["gsd_m"] else "unknown"
+    return [f"  {name} {w['tag']}{' (default)' if w['default'] else ''}",
+            f"    classes: {', '.join(w['classes'])}",
+            f"    bands: {', '.join(w['bands'])}; GSD: {gsd}",
+            f"    trained on: {w['trained_on'] or '-'}",
+            f"    validation: {scores}"]

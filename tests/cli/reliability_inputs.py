@@ -152,6 +152,30 @@ def make_inputs(d: Path) -> dict[str, Path]:
     f["not_onnx"].write_text("not an ONNX model\n")
     f["not_a_dir"] = d / "NOT_A_DIR"
     f["not_a_dir"].write_text("a file where a directory is expected\n")
+    f.update(_scheme_inputs(d))
+    return f
+
+
+def _scheme_inputs(d: Path) -> dict[str, Path]:
+    """Class-scheme files that are wrong, a label of another size, an empty dataset folder."""
+    import json
+
+    f: dict[str, Path] = {}
+    classes = [{"name": "a", "colour": "#102030"}, {"name": "b", "colour": "#405060"}]
+    bad = {"scheme_not_json": "{\"classes\": [",
+           "scheme_dup_names": {"classes": [classes[0], {**classes[1], "name": "A"}]},
+           "scheme_dup_colours": {"classes": [classes[0], {**classes[1], "colour": "#102030"}]},
+           "scheme_too_many": {"classes": [{"name": f"c{i}", "colour": f"#{i:06X}", "value": 0}
+                                           for i in range(256)]}}
+    for name, content in bad.items():
+        f[name] = d / f"{name}.json"
+        f[name].write_text(content if isinstance(content, str) else json.dumps(content))
+    rng = np.random.default_rng(13)
+    f["labels_smaller"] = write_geotiff(d / "labels_smaller.tif",
+                                        rng.integers(0, 6, (40, 64)).astype(np.uint8))
+    f["empty_dataset"] = d / "empty_dataset"
+    (f["empty_dataset"] / "images").mkdir(parents=True)
+    (f["empty_dataset"] / "masks").mkdir()
     return f
 
 

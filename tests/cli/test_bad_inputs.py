@@ -124,6 +124,15 @@ def shape_of(name):
     return check
 
 
+def pixel_polygons(f, paths, err):
+    """A class raster without CRS: polygons in its own coordinates, said once on stderr."""
+    import pyogrio
+
+    info = pyogrio.read_info(paths[0], layer="classes")
+    assert info["features"] > 0 and info["crs"] is None
+    assert err.count("no CRS") == 1
+
+
 def polygons(count):
     def check(f, paths, err):
         import pyogrio
@@ -194,6 +203,8 @@ def predict_cases() -> list[Case]:
              ("{evil}", "checkpoint"), out, marker="PWNED"),
         Case("predict/pickle-runs-code-zip", _weights("{scene}", FAST_NET, "{evil_zip}"),
              ("{evil_zip}", "refused"), out, marker="PWNED"),
+        Case("predict/unknown-weights-tag", _weights("{scene}", FAST_NET, "no-such-tag"),
+             ("no-such-tag", "isprs-synthetic"), out),
         Case("predict/onnx-not-a-model", ("predict", "{scene}", "-o", "{out}/c.tif", "--backend",
                                           "onnx", "--weights", "{not_onnx}", "--no-progress"),
              ("{not_onnx}", "ONNX"), out),
@@ -211,7 +222,7 @@ def vectorize_cases() -> list[Case]:
         Case("vectorize/corrupt-block", vec("{corrupt_classes}"), ("corrupt_classes.tif",
                                                                   "failed"), out),
         Case("vectorize/float-raster", vec("{float_raster}"), ("{float_raster}", "integer"), out),
-        Case("vectorize/no-crs", vec("{classes_nocrs}"), ("{classes_nocrs}", "CRS"), out),
+        Case("vectorize/no-crs", vec("{classes_nocrs}"), outputs=out, ok=pixel_polygons),
         Case("vectorize/all-nodata", vec("{classes_all_nodata}"), outputs=out, ok=polygons(0)),
         Case("vectorize/one-pixel", vec("{classes_one_pixel}"), outputs=out, ok=polygons(1)),
         Case("vectorize/probs-other-grid", vec("{classes}", "{out}/v.gpkg", "--probs",
@@ -240,6 +251,11 @@ def score_cases() -> list[Case]:
         Case("score/label-unknown-colours", score("{classes}", "{labels_rgb_unknown}",
                                                   "--label-format", "isprs-rgb"),
              ("{labels_rgb_unknown}", "no class"), out),
+        Case("score/scheme-not-json", score("{classes}", "{labels}", "--classes",
+                                            "{scheme_not_json}"),
+             ("{scheme_not_json}", "not valid JSON"), out),
+        Case("score/unknown-scheme-name", score("{classes}", "{labels}", "--classes", "no_such"),
+             ("no_such", "unknown class scheme"), out),
         Case("score/all-nodata-prediction", score("{classes_all_nodata}"),
              ("{classes_all_nodata}", "nodata"), out),
         *output_cases("score", lambda o: ("score", "{classes}", "{labels}", "--json", o,
@@ -288,6 +304,23 @@ def train_cases() -> list[Case]:
         Case("train/label-unknown-colours", _train("{scene}", "{labels_rgb_unknown}",
                                                    "{out}/run", "--label-format", "isprs-rgb"),
              ("{labels_rgb_unknown}", "colour"), out),
+        Case("train/label-other-size", _train("{scene}", "{labels_smaller}"),
+             ("{labels_smaller}", "{scene}", "64x40 px"), out),
+        Case("train/scheme-not-json", _train() + ("--classes", "{scheme_not_json}"),
+             ("{scheme_not_json}", "not valid JSON"), out),
+        Case("train/scheme-duplicate-names", _train() + ("--classes", "{scheme_dup_names}"),
+             ("{scheme_dup_names}", "duplicate class name"), out),
+        Case("train/scheme-duplicate-colours", _train() + ("--classes", "{scheme_dup_colours}"),
+             ("{scheme_dup_colours}", "duplicate class colour"), out),
+        Case("train/scheme-too-many-classes", _train() + ("--classes", "{scheme_too_many}"),
+             ("{scheme_too_many}", "at most 255"), out),
+        Case("train/label-unknown-colours-in-scheme",
+             _train("{scene}", "{labels_rgb_unknown}", "{out}/run", "--classes", "isprs",
+                    "--label-format", "rgb"),
+             ("{labels_rgb_unknown}", "#0C2238", "25 px"), out),
+        Case("train/empty-dataset-folder", ("train", "--data", "{empty_dataset}",
+                                            "--val-pattern", "x*", "-o", "{out}/run", *TRAIN),
+             ("empty_dataset", "no training images"), out),
         Case("train/unknown-model", _train() + ("--model", "no_such_net"),
              ("no_such_net", "unknown model"), out),
         Case("train/pretrained-pickle-runs-code", _train() + ("--pretrained", "{evil}"),

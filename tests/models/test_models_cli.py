@@ -39,7 +39,9 @@ def test_json_lists_every_network_with_every_key(records):
 def test_json_bundled_weights_reflect_the_package_folder(records):
     folder = Path(rsseg.__file__).parent / "weights"
     for record in records:
-        assert record["bundled_weights"] == (folder / f"{record['name']}.pt").is_file()
+        tagged = sorted(folder.glob(f"{record['name']}.*.pt"))
+        assert record["bundled_weights"] == bool(tagged)
+        assert sorted(w["file"] for w in record["weights"]) == [p.name for p in tagged]
 
 
 @pytest.mark.parametrize("name", ["lsa_binet", "baff_skipnet", "canet"])
@@ -77,8 +79,10 @@ def test_table_has_a_header_and_one_row_per_network():
     names = ["baff_skipnet", "lsa_binet"]
     result = CliRunner().invoke(cli, ["models", *names])
     assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
+    table, _, tags = result.output.partition("\n\n")  # the table, then the bundled tags
+    lines = table.strip().splitlines()
     assert lines[0].split()[:4] == ["name", "params", "MACs@512", "weights"]
+    assert "baff_skipnet isprs-synthetic (default)" in tags
     assert [line.split()[0] for line in lines[1:]] == names
     lsa = lines[2].split()
     assert lsa[1:5] == ["1.84", "M", "13.12", "G"]

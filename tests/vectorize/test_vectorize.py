@@ -454,16 +454,13 @@ def _cli(args, capsys):
     return rc, err
 
 
-@pytest.mark.parametrize("case", ["missing", "not_raster", "float", "no_crs", "multiband",
-                                  "confidence"])
+@pytest.mark.parametrize("case", ["missing", "not_raster", "float", "multiband", "confidence"])
 def test_bad_inputs_fail_cleanly(tmp_path, capsys, case):
     path = tmp_path / "in.tif"
     if case == "not_raster":
         path.write_text("this is not a raster\n")
     elif case == "float":
         write_classes(path, np.zeros((8, 8)), dtype="float32", nodata=None)
-    elif case == "no_crs":
-        write_classes(path, np.zeros((8, 8), np.uint8), crs=None)
     elif case == "multiband":
         with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8",
                            crs=CRS, transform=TRANSFORM) as ds:
@@ -483,6 +480,26 @@ def test_bad_inputs_fail_cleanly(tmp_path, capsys, case):
         assert "confidence raster" in err[0] and "--probs" in err[0]
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers == ([] if case == "missing" else ["in.tif"])
+
+
+def test_raster_without_crs_gives_polygons_in_pixel_coordinates(tmp_path, capsys):
+    """A prediction of a PNG or JPEG photo: no CRS, identity geotransform (issue 13)."""
+    arr = np.zeros((8, 10), np.uint8)
+    arr[2:5, 1:4] = 1  # a 3x3 block: x 1..4, y 2..5 in pixel coordinates
+    arr[6:8, 5:10] = 2
+    path = write_classes(tmp_path / "photo_classes.tif", arr, crs=None,
+                         transform=Affine.identity())
+    out = tmp_path / "out.gpkg"
+    rc, err = _cli([path, "-o", out], capsys)
+    assert rc == 0
+    assert sum("no CRS" in line and "pixel coordinates" in line for line in err) == 1
+    layer = read_layer(out)
+    assert layer.crs is None
+    block = layer[layer.class_id == 1].geometry.iloc[0]
+    assert block.equals(shapely.box(1, 2, 4, 5))
+    by_class = layer.groupby("class_id").area_m2.sum()  # in pixels here
+    assert {int(k): v for k, v in by_class.items()} == {
+        c: float((arr == c).sum()) for c in (0, 1, 2)}
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):
