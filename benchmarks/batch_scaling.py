@@ -14,7 +14,7 @@ batch, the cluster start included). Prints the median wall time of each and
 the ratios: (a) 2x1 vs 1x1, goal >= 1.7; (b) 2x1 vs predict 2t, goal >= 0.95,
 and the CPU seconds each layout used (user + system of the whole process tree): on a
 shared machine they measure the work, distribution overhead included, whatever the load.
-Also prints the load average, and from the manifest how much of the batch's
+Also prints the load average, and from the job database how much of the batch's
 wall time the workers spent inside tiles (the rest is start-up and hand-off).
 
 Tiles are 2048 px by default: with baff_skipnet a 768-px tile is 0.3 s of work, so eight
@@ -28,7 +28,6 @@ which no layout hides, rather than how the tile work spreads over the workers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -81,7 +80,13 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float]:
 
 
 def busy_fraction(out: Path, wall: float, workers: int) -> float:
-    tiles = json.loads((out / "manifest.json").read_text())["tiles"].values()
+    from rsseg.batch.jobdb import JobDB
+
+    db = JobDB.read(out)
+    try:
+        tiles = db.tiles("done").values()
+    finally:
+        db.close()
     return sum(t["seconds"] for t in tiles) / (wall * workers)
 
 

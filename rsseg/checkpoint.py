@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from rsseg.atomic import atomic_output
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import ModelError
 from rsseg.io.normalization import Normalization
@@ -87,15 +88,9 @@ class Checkpoint:
         }
 
     def save(self, path: str | os.PathLike, half: bool = False) -> None:
-        """Write atomically (temporary name, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.part")
-        try:
+        """Write atomically (a unique temporary name, then rename; replaces ``path``)."""
+        with atomic_output(path, overwrite=True) as tmp:
             torch.save(self.to_dict(half=half), tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, classes: ClassScheme = ISPRS,

@@ -1,37 +1,49 @@
 """``rsseg batch``: many tiles (a city mosaic) on a Dask cluster, resumable, seamless.
 
 The driver (this module, in the ``rsseg batch`` process) plans the job, keeps
-the manifest and gathers results; Dask workers do the work, one tile per task
+the job database (:mod:`rsseg.batch.jobdb`) and gathers results; Dask workers do the work, one tile per task
 (:func:`rsseg.batch.worker.run_tile`), reading their input and writing their
 outputs themselves, so only paths and small dicts travel through the scheduler.
 
 Plan:
 
 1. resolve the inputs (:mod:`rsseg.batch.inputs`) and group touching tiles on
-   one pixel grid into mosaics, each read through a VRT of its tiles
-   (``out/.rsseg/inputs-<k>.vrt``); a tile is predicted as a *region* of its
-   mosaic (:func:`rsseg.predict_scene` with ``PredictSettings(region=...)``), so its border
-   windows see the neighbours and the result equals predicting the whole mosaic;
-2. skip the tiles the manifest records as done from the same inputs and
+   one pixel grid into mosaics; a tile is predicted as a *region* of its mosaic
+   (:func:`rsseg.predict_scene` with ``PredictSettings(region=...)``), so its border
+   windows see the neighbours and the result equals predicting the whole
+   mosaic. The worker reads it through a VRT of the mosaic's size that lists
+   only the tile's context tiles (``out/.rsseg/inputs/<tile>.vrt``, written just
+   before the tile is submitted and removed once it is recorded): opening it
+   costs the same in a mosaic of 10 tiles or of 100,000;
+   Grouping and finding each tile's context tiles use an R-tree of pixel
+   boxes, so planning is n log n in the tile count (100,000 tiles: see
+   ``benchmarks/batch_scale.py``); ``--dry-run`` stops here and prints the plan;
+2. skip the tiles the database records as done from the same inputs and
    settings (``--resume``);
-3. run the others on the cluster; a failed tile is retried once, then recorded
-   as failed with its error while the rest go on;
+3. run the others on the cluster, at most a few tasks per worker in flight at
+   once (the scheduler and the driver hold thousands of futures, not one per
+   tile); a failed tile is retried once, then recorded as failed with its error
+   while the rest go on;
 4. write ``out/mosaic.vrt`` over all class rasters and, with ``--vector``,
    ``out/mosaic.gpkg`` with polygons dissolved across tile borders.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsseg.batch.bandfiles import TileExtras
-from rsseg.batch.inputs import Tile, aligned, context_tiles, group_mosaics, layout, open_tiles, resolve_inputs
-from rsseg.batch.manifest import Manifest, digest, fingerprint, now
+from rsseg.batch.inputs import (Mosaic, Tile, aligned, context_tiles, group_mosaics,
+                                is_virtual, layout, open_tiles, resolve_inputs)
+from rsseg.batch.jobdb import LEGACY_NAME, NAME as DB_NAME, JobDB, digest, fingerprint, now
 from rsseg.batch.split import PARTS_DIR, band_count, merge_parts, split_job
 from rsseg.batch.worker import ModelSpec, TileJob
 from rsseg.atomic import check_folder_creatable, make_folders
@@ -40,8 +52,13 @@ from rsseg.progress import Progress
 
 RESERVED = {"mosaic", "manifest"}
 INTERNAL_DIR = ".rsseg"
+INPUTS_DIR = "inputs"
 CONFIDENCE_DIR = "confidence"  # --probs: out/confidence/<stem>.tif and out/confidence.vrt
 MAX_ATTEMPTS = 2  # a failing tile is retried once
+# Tasks in flight per worker: enough to keep every worker fed while results come
+# back, few enough that the scheduler never holds one future per tile.
+IN_FLIGHT_PER_WORKER = 4
+MIN_IN_FLIGHT = 16
 
 
 @dataclass
@@ -68,6 +85,7 @@ class BatchOptions:
     resume: bool = False
     overwrite: bool = False
     progress: str = "off"
+    dry_run: bool = False
 
 
 @dataclass
@@ -81,8 +99,11 @@ class BatchSummary:
     run_id: str = ""
     notes: list[str] = field(default_factory=list)  # what the weights are (load_predictor)
     model: str = ""  # the network that ran
+    plan: list[str] | None = None  # --dry-run: the plan, nothing was run
 
     def lines(self) -> list[str]:
+        if self.plan is not None:
+            return self.plan
         head = (f"batch: {len(self.done)} tile(s) predicted, {len(self.skipped)} already done, "
                 f"{len(self.failed)} failed ({self.seconds:.1f} s)")
         return self.notes + [head] + [f"failed: {error}" for error in self.failed.values()]
@@ -95,25 +116,29 @@ class _Planned:
     checksum: str
     inputs: dict
     outputs: dict
+    windows: int
+    context: list[Tile]  # the tiles whose pixels its prediction reads (itself included)
 
 
 def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
-    """Run a batch job; returns what was done, skipped and what failed (and why)."""
-    from rsseg.batch.cluster import ClusterStarter
+    """Run a batch job; returns what was done, skipped and what failed (and why).
 
+    With ``options.dry_run`` nothing is written: the summary holds the plan.
+    """
     t0 = time.perf_counter()
     out = _check_out_dir(out_dir)
     summary = BatchSummary(run_id=uuid.uuid4().hex[:12])
-    timings: dict[str, float] = {}
-    tiles = open_tiles(resolve_inputs(inputs))
+    tiles = open_tiles(resolve_inputs(inputs), known=_known_grids(out, options))
     _check_names(tiles, out)
-    _check_existing(tiles, out, options)
+    if not options.dry_run:
+        _check_existing(tiles, out, options)
     extras = TileExtras(options.band_files, options.bands, options.align, tiles)
-    stems = {t.stem for t in tiles} | RESERVED
     mosaics = group_mosaics(tiles)
     extras.check_mosaics(mosaics, out / INTERNAL_DIR)
     settings, summary.notes = _settings(tiles, options, extras)
     summary.model = settings["model"]
+    if options.dry_run:
+        return _dry_run(tiles, mosaics, extras, settings, out, options, summary, t0)
     if options.scheduler:  # a wrong address fails here, within the timeout, leaving nothing
         from rsseg.batch.cluster import probe_scheduler, scheduler_address
 
@@ -122,9 +147,23 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     if options.probs:
         (out / CONFIDENCE_DIR).mkdir(exist_ok=True)
     plans = _plan(tiles, mosaics, out, options, settings, extras)
-    manifest = Manifest.load(out, settings)
-    todo = [p for p in plans
-            if options.overwrite or not manifest.is_done(p.tile.path, p.checksum, out)]
+    if options.overwrite:
+        _remove_job_state(out)
+    db = JobDB.open(out)
+    try:
+        _run(db, tiles, mosaics, extras, plans, out, options, settings, summary, t0)
+    finally:
+        db.close()
+    return summary
+
+
+def _run(db: JobDB, tiles, mosaics, extras: TileExtras, plans, out: Path,
+         options: BatchOptions, settings: dict, summary: BatchSummary, t0: float) -> None:
+    from rsseg.batch.cluster import ClusterStarter
+
+    timings: dict[str, float] = {}
+    stems = {t.stem for t in tiles} | RESERVED
+    todo = [p for p in plans if options.overwrite or not db.is_done(p.tile.path, p.checksum, out)]
     queued = {id(p) for p in todo}
     summary.skipped = [p.tile.path for p in plans if id(p) not in queued]
     # Workers start (and import torch) on a thread while the driver prepares the run.
@@ -132,15 +171,16 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
                              options.connect_timeout) if todo else None
     try:
         _remove_partials(out, stems)
-        shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)  # a killed run's
-        (out / INTERNAL_DIR / PARTS_DIR).mkdir()
-        _write_input_vrts(mosaics, out)
+        for folder in (PARTS_DIR, INPUTS_DIR):  # what a killed run left
+            shutil.rmtree(out / INTERNAL_DIR / folder, ignore_errors=True)
+            (out / INTERNAL_DIR / folder).mkdir()
         extras.write_vrts()
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
                "workers": options.workers, "threads": options.threads,
-               "scheduler": options.scheduler or "local", "tiles": len(todo),
-               "timings": timings}
-        manifest.start_run(run)
+               "scheduler": options.scheduler or "local", "tiles": len(todo)}
+        db.save_grids(tiles)
+        db.start_run(run, settings, [{"key": p.tile.path, "checksum": p.checksum,
+                                      "inputs": p.inputs, "outputs": p.outputs} for p in todo])
         timings["plan"] = round(time.perf_counter() - t0, 3)
         total = len(todo) + (1 if options.vector else 0)
         with Progress(total, "batch", options.progress, unit="tile") as bar:
@@ -149,19 +189,75 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
                 cluster = starter.get()
                 timings["cluster_ready"] = round(time.perf_counter() - t0, 3)
                 bar.log(f"rsseg: {cluster.describe()}")
-                _run_tiles(cluster.client, todo, manifest, summary, bar, out, cluster.workers)
+                _run_tiles(cluster.client, todo, db, summary, bar, out, cluster.workers,
+                           _ContextVrts(mosaics))
                 timings["tiles_done"] = round(time.perf_counter() - t0, 3)
-            _write_mosaics(plans, manifest, summary, out, options, cluster, bar)
+            _write_mosaics(plans, db, summary, out, options, cluster, bar)
             timings["mosaics_done"] = round(time.perf_counter() - t0, 3)
     finally:
         if starter is not None:
             starter.stop()
         _remove_partials(out, stems)
-        shutil.rmtree(out / INTERNAL_DIR / PARTS_DIR, ignore_errors=True)
+        for folder in (PARTS_DIR, INPUTS_DIR):
+            shutil.rmtree(out / INTERNAL_DIR / folder, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     timings["closed"] = round(summary.seconds, 3)
-    manifest.save()
+    db.finish_run(summary.run_id, timings)
+
+
+def _dry_run(tiles: list[Tile], mosaics, extras: TileExtras, settings: dict, out: Path,
+             options: BatchOptions, summary: BatchSummary, t0: float) -> BatchSummary:
+    """Plan as a run would, write nothing, and describe the plan in ``summary.plan``."""
+    plans = _plan(tiles, mosaics, out, options, settings, extras)
+    db = JobDB.read(out) if out.is_dir() else None
+    done, failed_before, per_window = set(), set(), None
+    if db is not None:
+        try:
+            if not options.overwrite:
+                done = {p.tile.path for p in plans if db.is_done(p.tile.path, p.checksum, out)}
+            failed_before = set(db.tiles("failed"))
+            per_window = db.seconds_per_window()
+        finally:
+            db.close()
+    todo = [p for p in plans if p.tile.path not in done]
+    lines = _plan_lines(tiles, mosaics, todo, len(done),
+                        len(failed_before & {p.tile.path for p in todo}), settings, options, out)
+    if per_window:
+        from rsseg.batch.status import duration_text
+
+        windows = sum(p.windows for p in todo)
+        lines.insert(3, f"plan: about {duration_text(windows * per_window)} of worker time at "
+                        f"the {per_window * 1000:.1f} ms per window earlier runs took")
+    lines.append(f"plan: planned in {time.perf_counter() - t0:.1f} s; nothing was run "
+                 "(--dry-run)")
+    summary.plan = lines
     return summary
+
+
+def _plan_lines(tiles, mosaics, todo, done: int, failed_before: int, settings: dict,
+                options: BatchOptions, out: Path) -> list[str]:
+    unreadable = [t for t in tiles if not t.ok]
+    grids = {(m.tiles[0].crs, m.tiles[0].transform.a, m.tiles[0].transform.e) for m in mosaics}
+    largest = max(mosaics, key=lambda m: len(m.tiles))
+    vector = options.vector
+    lines = [
+        f"plan: {len(tiles)} input tile(s), {len(unreadable)} unreadable (they will be "
+        "reported as failed)",
+        f"plan: {len(mosaics)} mosaic(s) on {len(grids)} grid(s); the largest has "
+        f"{len(largest.tiles)} tile(s), {largest.width} x {largest.height} px",
+        f"plan: {len(todo)} tile(s) to predict ({failed_before} failed before), {done} already "
+        f"done; {sum(p.windows for p in todo)} window(s) of {settings['tile']} px, overlap "
+        f"{settings['overlap']}, model {settings['model']}",
+        f"plan: outputs in {out}: one class raster per tile" + (" and GeoPackage" if vector else "")
+        + ", mosaic.vrt" + (", mosaic.gpkg" if vector else "") + f", {DB_NAME}",
+    ]
+    state = None if options.resume or options.overwrite else _job_state_file(out)
+    if state is not None:
+        lines.append(f"plan: {state} records an earlier run: pass --resume or --overwrite")
+    lines += [f"plan: unreadable: {t.error}" for t in unreadable[:10]]
+    if len(unreadable) > 10:
+        lines.append(f"plan: ... and {len(unreadable) - 10} more unreadable")
+    return lines
 
 
 def _remove_partials(out: Path, stems: set[str]) -> None:
@@ -170,12 +266,54 @@ def _remove_partials(out: Path, stems: set[str]) -> None:
         remove_partials(out / CONFIDENCE_DIR, stems)
 
 
-def _write_input_vrts(mosaics, out: Path) -> None:
-    from rsseg.io.vrt import input_mosaic_vrt
+def _known_grids(out: Path, options: BatchOptions) -> dict:
+    """The input grids an earlier run of this job read (none with --overwrite)."""
+    if options.overwrite or not (out / DB_NAME).is_file():
+        return {}
+    try:
+        db = JobDB.read(out)
+    except OutputError:
+        return {}  # reported when the run opens the database
+    try:
+        return db.grids()
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
 
-    for mosaic in mosaics:
-        if len(mosaic.tiles) > 1:
-            input_mosaic_vrt(_input_vrt(out, mosaic.index), mosaic)
+
+def _remove_job_state(out: Path) -> None:
+    """--overwrite: the job starts again from nothing (its history included)."""
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LEGACY_NAME):
+        try:
+            (out / name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+class _ContextVrts:
+    """Writes and removes the per-tile input VRTs (a mosaic's grid, the tile's context)."""
+
+    def __init__(self, mosaics: list[Mosaic]):
+        self.mosaics = mosaics
+        self.masks: dict[int, bool] = {}  # per mosaic: does it need a coverage mask
+
+    def write(self, plan: "_Planned") -> None:
+        from rsseg.io.vrt import input_mosaic_vrt, needs_mask
+
+        if plan.job.region is None:  # a tile alone is read directly
+            return
+        mosaic = self.mosaics[plan.tile.mosaic]
+        if mosaic.index not in self.masks:
+            self.masks[mosaic.index] = needs_mask(mosaic)
+        input_mosaic_vrt(plan.job.source, mosaic, plan.context, self.masks[mosaic.index])
+
+    def remove(self, plan: "_Planned") -> None:
+        if plan.job.region is not None:
+            try:
+                os.unlink(plan.job.source)
+            except OSError:
+                pass
 
 
 # ---- planning -------------------------------------------------------------------------------
@@ -200,6 +338,8 @@ def _prepare_out_dir(out_dir) -> Path:
 def _check_names(tiles: list[Tile], out: Path) -> None:
     """Outputs are named after the tiles: names must be distinct and never an input."""
     seen: dict[str, str] = {}
+    out_real = os.path.realpath(out)
+    real_dirs: dict[str, str] = {}  # one realpath per input folder, not per tile
     for tile in tiles:
         stem = tile.stem
         if stem in RESERVED:
@@ -209,7 +349,10 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
             raise InputError(f"two tiles would write out/{stem}.tif (also {seen[stem]}); "
                              "rename one", tile.path)
         seen[stem] = tile.path
-        if (out / f"{stem}.tif").resolve() == Path(tile.path).resolve():
+        folder = os.path.dirname(tile.path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        if real_dirs[folder] == out_real and os.path.basename(tile.path) == f"{stem}.tif":
             raise OutputError("the output directory holds the inputs: the class raster would "
                               "replace its tile; choose another -o", tile.path)
 
@@ -254,88 +397,130 @@ def _vector_options(options: BatchOptions) -> dict:
     return {"simplify": options.simplify, "min_area": options.min_area}
 
 
-def _input_vrt(out: Path, index: int) -> Path:
-    return out / INTERNAL_DIR / f"inputs-{index}.vrt"
+def _input_vrt(out: Path, stem: str) -> str:
+    return os.path.join(out, INTERNAL_DIR, INPUTS_DIR, f"{stem}.vrt")
 
 
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
           extras: TileExtras) -> list[_Planned]:
     spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device)
+    size, overlap = settings["tile"], settings["overlap"]
+    settings_hash = digest(settings)
+    fingerprints = _Fingerprints((t.path, t.fingerprint) for t in tiles if t.fingerprint)
+    contexts = {}
+    for mosaic in mosaics:
+        if len(mosaic.tiles) > 1:
+            contexts.update(zip(map(id, mosaic.tiles), context_tiles(mosaic, size)))
     plans = []
     for tile in tiles:
+        stem = tile.stem
         source, region, context = tile.path, None, [tile]
-        if tile.ok:
-            mosaic = mosaics[tile.mosaic]
-            if len(mosaic.tiles) > 1:
-                source = str(_input_vrt(out, mosaic.index))
-                region = (tile.row, tile.col, tile.height, tile.width)
-                context = context_tiles(tile, mosaic, settings["tile"])
-        outputs = {"classes": f"{tile.stem}.tif"}
+        if id(tile) in contexts:
+            source = _input_vrt(out, stem)
+            region = (tile.row, tile.col, tile.height, tile.width)
+            context = contexts[id(tile)]
+        outputs = {"classes": f"{stem}.tif"}
         if options.vector:
-            outputs["vector"] = f"{tile.stem}.gpkg"
+            outputs["vector"] = f"{stem}.gpkg"
         if options.probs:
-            outputs["confidence"] = f"{CONFIDENCE_DIR}/{tile.stem}.tif"
+            outputs["confidence"] = f"{CONFIDENCE_DIR}/{stem}.tif"
         job = TileJob(key=tile.path, source=source, region=region,
-                      output=str(out / outputs["classes"]),
-                      vector=str(out / outputs["vector"]) if options.vector else None,
-                      model=spec, bands=options.bands, tile=settings["tile"],
-                      overlap=settings["overlap"], blend=options.blend,
-                      batch_size=options.batch_size,
+                      output=os.path.join(out, outputs["classes"]),
+                      vector=os.path.join(out, outputs["vector"]) if options.vector else None,
+                      model=spec, bands=options.bands, tile=size, overlap=overlap,
+                      blend=options.blend, batch_size=options.batch_size,
                       vector_options=_vector_options(options),
                       band_files=extras.for_tile(tile), align=options.align,
-                      probs=str(out / outputs["confidence"]) if options.probs else None)
-        inputs = {p: _safe_fingerprint(p) for p in [t.path for t in context] + extras.files(context)}
-        checksum = digest({"settings": digest(settings), "inputs": inputs, "region": region,
+                      probs=os.path.join(out, outputs["confidence"]) if options.probs else None)
+        inputs = {p: fingerprints(p) for p in [t.path for t in context] + extras.files(context)}
+        checksum = digest({"settings": settings_hash, "inputs": inputs, "region": region,
                            "outputs": outputs})
-        plans.append(_Planned(tile, job, checksum, inputs, outputs))
+        windows = _window_count(tile, mosaics[tile.mosaic] if tile.ok else None, size, overlap)
+        plans.append(_Planned(tile, job, checksum, inputs, outputs, windows, context))
     return plans
 
 
-def _safe_fingerprint(path: str) -> str:
-    try:
-        return fingerprint(path)
-    except OSError:
-        return "missing"
+class _Fingerprints(dict):
+    """``size:mtime_ns`` of each file, taken once (a tile is the context of up to 8 others)."""
+
+    def __call__(self, path: str) -> str:
+        value = self.get(path)
+        if value is None:
+            try:
+                value = fingerprint(path)
+            except OSError:  # a GDAL virtual path (/vsis3/...) has no local stat
+                value = "virtual" if is_virtual(path) else "missing"
+            self[path] = value
+        return value
+
+
+def _window_count(tile: Tile, mosaic: Mosaic | None, size: int, overlap: int) -> int:
+    """Windows the engine runs for ``tile``: those of its mosaic's grid that touch it."""
+    from rsseg.tiling.grid import axis_starts
+
+    if mosaic is None:
+        return 0
+    count = 1
+    for start, length, whole in ((tile.row, tile.height, mosaic.height),
+                                 (tile.col, tile.width, mosaic.width)):
+        starts = _axis_starts_cached(whole, size, overlap, axis_starts)
+        window = min(size, whole)
+        first = bisect.bisect_right(starts, start - window)  # first window ending after start
+        last = bisect.bisect_left(starts, start + length)  # first window starting after the end
+        count *= max(last - first, 0)
+    return count
+
+
+_STARTS: dict = {}
+
+
+def _axis_starts_cached(length: int, size: int, overlap: int, axis_starts) -> list[int]:
+    key = (length, size, overlap)
+    if key not in _STARTS:
+        _STARTS[key] = axis_starts(length, size, overlap)
+    return _STARTS[key]
 
 
 def _check_existing(tiles: list[Tile], out: Path, options: BatchOptions) -> None:
     """Without --resume or --overwrite, an output directory holding a batch is refused."""
     if options.resume or options.overwrite:
         return
-    from rsseg.batch.manifest import NAME
-
     candidates = [out / name for t in tiles
                   for name in (f"{t.stem}.tif", f"{t.stem}.gpkg", f"{CONFIDENCE_DIR}/{t.stem}.tif")]
-    if _records_tiles(out / NAME):
-        candidates.insert(0, out / NAME)
-    existing = [p for p in candidates if p.exists()]
-    if existing:
+    state = _job_state_file(out)
+    if state is not None:
+        candidates.insert(0, state)
+    existing = next((p for p in candidates if p.exists()), None)
+    if existing is not None:
         raise OutputError("the output directory already holds a batch; pass --resume to finish "
-                          "it or --overwrite to redo it", existing[0])
+                          "it or --overwrite to redo it", existing)
 
 
-def _records_tiles(manifest: Path) -> bool:
-    """Does ``manifest`` record any finished tile? A run that stopped before its first
-    tile (a scheduler that could not be reached, Ctrl-C while workers started) or whose
-    tiles all failed (e.g. no GPU on the workers) left nothing to protect, and must not
-    make the next run ask for --resume."""
-    import json
+def _job_state_file(out: Path) -> Path | None:
+    """The job database (or old manifest) in ``out`` if it records a finished tile.
 
-    if not manifest.is_file():
-        return False
+    A run that stopped before its first tile (a scheduler that could not be reached,
+    Ctrl-C while workers started) or whose tiles all failed (e.g. no GPU on the workers)
+    left nothing to protect, and must not make the next run ask for --resume.
+    """
     try:
-        tiles = json.loads(manifest.read_text(encoding="utf-8")).get("tiles") or {}
-        return any(entry.get("status") == "done" for entry in tiles.values())
-    except (OSError, ValueError, AttributeError):
-        return True  # unreadable: let Manifest.load report it, never overwrite it silently
+        db = JobDB.read(out) if out.is_dir() else None
+    except OutputError:  # unreadable: never overwritten silently
+        return out / (DB_NAME if (out / DB_NAME).exists() else LEGACY_NAME)
+    if db is None:
+        return None
+    try:
+        return db.path if db.records_tiles() else None
+    finally:
+        db.close()
 
 
 def remove_partials(out: Path, stems: set[str]) -> list[Path]:
     """Delete temporary files a killed run left in ``out`` (never a final output).
 
     Temporary outputs are hidden ``.<stem>.<random>.part...`` files (see
-    :mod:`rsseg.atomic`), the manifest's ``.manifest.json.<pid>.part``.
+    :mod:`rsseg.atomic`).
     """
     removed = []
     for entry in os.scandir(out):
@@ -355,51 +540,87 @@ def remove_partials(out: Path, stems: set[str]) -> list[Path]:
 
 # ---- running ---------------------------------------------------------------------------------
 
-def _run_tiles(client, todo: list[_Planned], manifest: Manifest, summary: BatchSummary, bar,
-               out: Path, workers: int) -> None:
-    """Submit every tile, gather results as they finish, retry failures once.
+def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, bar,
+               out: Path, workers: int, vrts: _ContextVrts) -> None:
+    """Submit the tiles in a bounded window, record each as it finishes, retry failures once.
 
-    With fewer tiles than workers, big tiles run as row bands on several workers
-    (:mod:`rsseg.batch.split`).
+    At most ``in_flight(workers)`` tiles are queued on the cluster at once; each
+    result tops the window up, so the scheduler and this process hold a few
+    futures per worker whatever the tile count. With fewer tiles than workers,
+    big tiles run as row bands on several workers (:mod:`rsseg.batch.split`).
     """
     from distributed import as_completed
 
-    attempts = {p.tile.path: 1 for p in todo}
-    by_key = {p.tile.path: p for p in todo}
-    bands = {p.tile.path: band_count(len(todo), workers, p.tile.height, p.job.tile)
-             for p in todo}
+    attempts: dict[str, int] = {}
     submit = _Submitter(client, summary.run_id, out / INTERNAL_DIR / PARTS_DIR)
-    futures = {}
-    for p in todo:
-        futures[submit(p, 1, bands[p.tile.path])] = p.tile.path
-    pending = as_completed(list(futures))
+    waiting = iter(todo)
+    futures: dict = {}
+    pending = as_completed()
+
+    def send(plan: _Planned) -> None:
+        key = plan.tile.path
+        attempts[key] = attempts.get(key, 0) + 1
+        bands = band_count(len(todo), workers, plan.tile.height, plan.job.tile)
+        vrts.write(plan)
+        future = submit(plan, attempts[key], bands)
+        futures[future] = plan
+        pending.add(future)
+
+    window = _Window(client, workers)
+    for plan in itertools.islice(waiting, window.size()):
+        send(plan)
     try:
         for future in pending:
-            key = futures.pop(future)
-            plan = by_key[key]
+            plan = futures.pop(future)
+            key = plan.tile.path
             if future.status == "finished":
-                result = future.result()
-                manifest.record(key, _done_entry(plan, result, attempts[key], summary.run_id))
+                db.record(key, _done_entry(plan, future.result(), attempts.pop(key),
+                                           summary.run_id))
                 summary.done.append(key)
-                bar.update(1)
-                continue
-            error = _error_text(future)
-            if attempts[key] < MAX_ATTEMPTS:
-                attempts[key] += 1
-                bar.log(f"rsseg: retrying {key}: {error}")
-                retry = submit(plan, attempts[key], bands[key])
-                futures[retry] = key
-                pending.add(retry)
-                continue
-            manifest.record(key, {"status": "failed", "checksum": plan.checksum,
-                                  "inputs": plan.inputs, "outputs": {}, "error": error,
-                                  "run_id": summary.run_id, "finished": now(),
-                                  "attempts": attempts[key]})
-            summary.failed[key] = error
+            else:
+                error = _error_text(future)
+                if attempts[key] < MAX_ATTEMPTS:
+                    bar.log(f"rsseg: retrying {key}: {error}")
+                    send(plan)
+                    continue
+                db.record(key, {"status": "failed", "checksum": plan.checksum,
+                                "inputs": plan.inputs, "outputs": {}, "error": error,
+                                "run_id": summary.run_id, "finished": now(),
+                                "attempts": attempts.pop(key)})
+                summary.failed[key] = error
+            vrts.remove(plan)
             bar.update(1)
+            submit.forget_bands()
+            for following in itertools.islice(waiting, max(window.size() - len(futures), 0)):
+                send(following)
     finally:
         if futures:  # interrupted: stop what is still queued or running
             client.cancel(list(futures) + submit.band_futures, force=True)
+
+
+def in_flight(workers: int) -> int:
+    """How many tiles the driver keeps queued on a cluster of ``workers`` workers."""
+    return max(MIN_IN_FLIGHT, IN_FLIGHT_PER_WORKER * workers)
+
+
+class _Window:
+    """The number of tiles to keep in flight, following the cluster's size (workers of
+    an external cluster may come and go during a long job); asked every few seconds."""
+
+    RECHECK_SECONDS = 10.0
+
+    def __init__(self, client, workers: int):
+        self.client, self.workers = client, workers
+        self.checked = time.monotonic()
+
+    def size(self) -> int:
+        if time.monotonic() - self.checked > self.RECHECK_SECONDS:
+            self.checked = time.monotonic()
+            try:
+                self.workers = len(self.client.nthreads()) or self.workers
+            except Exception:  # noqa: BLE001 - a busy scheduler: keep the last size
+                pass
+        return in_flight(self.workers)
 
 
 class _Submitter:
@@ -408,6 +629,10 @@ class _Submitter:
     def __init__(self, client, run_id: str, parts_dir: Path):
         self.client, self.run_id, self.parts_dir = client, run_id, parts_dir
         self.band_futures: list = []
+
+    def forget_bands(self) -> None:
+        """Drop band futures that are finished (the list holds only those still running)."""
+        self.band_futures = [f for f in self.band_futures if not f.done()]
 
     def __call__(self, plan: _Planned, attempt: int, bands: int):
         from rsseg.batch.worker import run_tile
@@ -449,11 +674,11 @@ def _done_entry(plan: _Planned, result: dict, attempts: int, run_id: str) -> dic
 
 # ---- mosaics ---------------------------------------------------------------------------------
 
-def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
+def _write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
                    options: BatchOptions, cluster, bar) -> None:
     """``mosaic.vrt`` over every finished class raster, and the merged GeoPackage."""
     vector_opts = _vector_options(options)
-    done = [p for p in plans if manifest.is_done(p.tile.path, p.checksum, out)]
+    done = [p for p in plans if db.is_done(p.tile.path, p.checksum, out)]
     if not done:
         return
     base = done[0].tile
@@ -464,7 +689,7 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
                     "its class raster is left out of mosaic.vrt")
     checksum = digest({"tiles": sorted((p.tile.path, p.checksum) for p in members),
                        "vector": vector_opts if options.vector else None})
-    previous = manifest.data.get("mosaic", {})
+    previous = db.mosaic
     vrt, gpkg, conf = out / "mosaic.vrt", out / "mosaic.gpkg", out / f"{CONFIDENCE_DIR}.vrt"
     up_to_date = previous.get("checksum") == checksum and vrt.is_file() and (
         not options.vector or gpkg.is_file()) and (not options.probs or conf.is_file())
@@ -487,11 +712,9 @@ def _write_mosaics(plans, manifest: Manifest, summary: BatchSummary, out: Path,
         else:
             vectorize_mosaic(str(vrt), str(gpkg), vector_opts)
         bar.update(1)
-    manifest.data["mosaic"] = {"vrt": vrt.name, "vector": gpkg.name if options.vector else None,
-                               "confidence": conf.name if options.probs else None,
-                               "tiles": len(members), "checksum": checksum,
-                               "run_id": summary.run_id, "finished": now()}
-    manifest.save()
+    db.set_mosaic({"vrt": vrt.name, "vector": gpkg.name if options.vector else None,
+                   "confidence": conf.name if options.probs else None, "tiles": len(members), "checksum": checksum, "run_id": summary.run_id,
+                   "finished": now()})
 
 
 def _confidence_vrt(path: Path, tiles: list[Tile], out: Path) -> None:

@@ -43,6 +43,7 @@ class Tile:
     nodata: float | None = None
     descriptions: tuple = ()
     error: str | None = None
+    fingerprint: str = ""  # size:mtime_ns when its grid was read ("" for virtual paths)
     mosaic: int = -1  # index of its mosaic, -1 when unreadable
     col: int = 0  # pixel offset of the tile inside its mosaic
     row: int = 0
@@ -53,7 +54,8 @@ class Tile:
 
     @property
     def stem(self) -> str:
-        return Path(self.path).stem
+        # os.path, not pathlib: planning asks this of 100,000 tiles several times
+        return os.path.splitext(os.path.basename(self.path))[0]
 
 
 @dataclass
@@ -110,6 +112,12 @@ def _unique(paths: list[str]) -> list[str]:
     return out
 
 
+def is_virtual(path: str) -> bool:
+    """A GDAL virtual path (``/vsis3/bucket/a.tif``, ``/vsicurl/https://...``): kept as
+    written (normalising it would break the URL), read by GDAL on every worker."""
+    return path.startswith("/vsi")
+
+
 def _list_file(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -120,7 +128,7 @@ def _list_file(path: Path) -> list[str]:
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if line:
-            paths.append(os.path.abspath(base / line))
+            paths.append(line if is_virtual(line) else os.path.abspath(base / line))
     if not paths:
         raise InputError("the list file names no tile", path)
     return paths
@@ -142,7 +150,10 @@ def vrt_sources(path: str | os.PathLike) -> list[str]:
         if not name:
             continue
         relative = node.get("relativeToVRT", "0") == "1"
-        paths.append(os.path.abspath(base / name) if relative else os.path.abspath(name))
+        if is_virtual(name):
+            paths.append(name)
+        else:
+            paths.append(os.path.abspath(base / name) if relative else os.path.abspath(name))
     if not paths:
         raise InputError("the VRT has no source files", path)
     return paths
@@ -176,6 +187,8 @@ def _index_location(location: str, base: Path) -> str:
     The index's folder is tried first (an index moved with its tiles), then the
     current folder; when neither holds the file, the index's folder is reported.
     """
+    if is_virtual(location):
+        return location
     if os.path.isabs(location):
         return os.path.abspath(location)
     beside_index = os.path.abspath(base / location)
@@ -184,34 +197,117 @@ def _index_location(location: str, base: Path) -> str:
     return beside_index
 
 
-def open_tiles(paths: list[str]) -> list[Tile]:
-    """Read every tile's grid; unreadable tiles keep their error instead of failing the job."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
+# Below this many tiles one process opens them all (a pool costs more than it saves).
+PARALLEL_OPEN_MIN = 4000
+OPEN_CHUNK = 1000
 
-    tiles = []
-    for path in paths:
-        tile = Tile(path)
-        if not os.path.isfile(path):
-            tile.error = f"{path}: input file not found"
-            tiles.append(tile)
-            continue
-        try:
-            with rasterio.open(path) as ds:
-                tile.width, tile.height = ds.width, ds.height
-                tile.crs, tile.transform = ds.crs, ds.transform
-                tile.count, tile.dtypes = ds.count, tuple(ds.dtypes)
-                tile.nodata = ds.nodata
-                tile.descriptions = tuple(ds.descriptions)
-        except (RasterioIOError, OSError) as exc:
-            reason = " ".join(str(exc).replace(path, "").split()).strip(": ")[:160]
-            tile.error = f"{path}: not a raster GDAL can read ({reason})"
-        tiles.append(tile)
+
+def open_tiles(paths: list[str], processes: int | None = None,
+               known: dict | None = None) -> list[Tile]:
+    """Read every tile's grid; unreadable tiles keep their error instead of failing the job.
+
+    Opening is GDAL's work (about 0.5 ms a tile): many tiles are opened by
+    ``processes`` worker processes (default: one per CPU, at most 8), in order.
+    ``known`` maps paths to ``(fingerprint, grid record)`` read earlier (the job
+    database keeps them): a file whose size and mtime are unchanged is not
+    opened again, so resuming a national job costs a ``stat`` per tile.
+    """
+    known = known or {}
+    fingerprints = {path: file_fingerprint(path) for path in paths}
+    records = {path: known[path][1] for path in paths
+               if fingerprints[path] and known.get(path, ("",))[0] == fingerprints[path]}
+    missing = [path for path in paths if path not in records]
+    records.update((r[0], r) for r in _open_records(missing, processes))
+    tiles = _tiles([records[path] for path in paths])
+    for tile in tiles:
+        tile.fingerprint = fingerprints[tile.path]
     return tiles
 
 
+def file_fingerprint(path: str) -> str:
+    """``size:mtime_ns`` of a file ("" when it has none: missing, or a GDAL virtual path)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _open_records(paths: list[str], processes: int | None) -> list[tuple]:
+    processes = processes or min(os.cpu_count() or 1, 8)
+    if len(paths) < PARALLEL_OPEN_MIN or processes < 2:
+        return _grid_records(paths)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the planner has started no thread yet, and children need no imports
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    chunks = [paths[i:i + OPEN_CHUNK] for i in range(0, len(paths), OPEN_CHUNK)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
+        return [r for chunk in pool.map(_grid_records, chunks) for r in chunk]
+
+
+def grid_record(tile: Tile, wkt: str) -> tuple:
+    """The record :func:`_tiles` rebuilds ``tile`` from (``wkt``: its CRS as WKT)."""
+    return (tile.path, None, tile.width, tile.height, wkt, tuple(tile.transform.to_gdal()),
+            tile.count, tuple(tile.dtypes), tile.nodata, tuple(tile.descriptions))
+
+
+def _tiles(records: list[tuple]) -> list[Tile]:
+    """Tiles from :func:`_grid_records`, sharing one CRS object per distinct CRS."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    crs_by_wkt: dict[str, object] = {}
+    tiles = []
+    for path, error, width, height, wkt, gdal_transform, count, dtypes, nodata, names in records:
+        if error is not None:
+            tiles.append(Tile(path, error=error))
+            continue
+        crs = None
+        if wkt:
+            crs = crs_by_wkt.get(wkt)
+            if crs is None:
+                crs = crs_by_wkt[wkt] = CRS.from_wkt(wkt)
+        tiles.append(Tile(path, width, height, crs, Affine.from_gdal(*gdal_transform), count,
+                          tuple(dtypes), nodata, tuple(names)))
+    return tiles
+
+
+def _grid_records(paths: list[str]) -> list[tuple]:
+    """``(path, error, width, height, crs wkt, GDAL transform, count, dtypes, nodata,
+    descriptions)`` of each file: plain values, cheap to send between processes."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    records = []
+    # Listing the folder at every open (GDAL's default, to find side files) costs
+    # O(files in the folder) per tile: quadratic for 100,000 tiles in one folder.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+        for path in paths:
+            if not is_virtual(path) and not os.path.isfile(path):
+                records.append((path, f"{path}: input file not found") + (None,) * 8)
+                continue
+            try:
+                with rasterio.open(path) as ds:
+                    records.append((path, None, ds.width, ds.height,
+                                    ds.crs.to_wkt() if ds.crs else "", ds.transform.to_gdal(),
+                                    ds.count, tuple(ds.dtypes), ds.nodata,
+                                    tuple(ds.descriptions)))
+            except (RasterioIOError, OSError) as exc:
+                reason = " ".join(str(exc).replace(path, "").split()).strip(": ")[:160]
+                records.append((path, f"{path}: not a raster GDAL can read ({reason})")
+                               + (None,) * 8)
+    return records
+
+
 def group_mosaics(tiles: list[Tile]) -> list[Mosaic]:
-    """Group readable tiles into mosaics (connected tiles on one pixel grid)."""
+    """Group readable tiles into mosaics (connected tiles on one pixel grid).
+
+    Tiles are first sorted onto their pixel grids (one comparison per tile with
+    each grid's first tile), then the touching pairs of each grid come from an
+    R-tree of the tiles' pixel boxes: n log n in the tile count, never all pairs.
+    """
     ok = [t for t in tiles if t.ok]
     parent = list(range(len(ok)))
 
@@ -221,15 +317,64 @@ def group_mosaics(tiles: list[Tile]) -> list[Mosaic]:
             i = parent[i]
         return i
 
-    for i in range(len(ok)):
-        for j in range(i + 1, len(ok)):
-            if share_a_vrt(ok[i], ok[j]) and touching(ok[i], ok[j]):
-                parent[find(i)] = find(j)
+    for members in _grids(ok):
+        first, second = _touching_pairs([ok[i] for i in members])
+        for a, b in zip(first.tolist(), second.tolist()):
+            ra, rb = find(members[a]), find(members[b])
+            if ra != rb:
+                parent[ra] = rb
     groups: dict[int, list[Tile]] = {}
     for i, tile in enumerate(ok):
         groups.setdefault(find(i), []).append(tile)
-    mosaics = [_place(k, members) for k, members in enumerate(groups.values())]
-    return mosaics
+    return [_place(k, members) for k, members in enumerate(groups.values())]
+
+
+def _grids(tiles: list[Tile]) -> list[list[int]]:
+    """Indices of ``tiles`` by pixel grid and band layout (tiles one VRT can read together)."""
+    grids: dict[tuple, list[tuple[Tile, list[int]]]] = {}
+    for i, tile in enumerate(tiles):
+        candidates = grids.setdefault(_band_layout(tile), [])
+        for reference, members in candidates:
+            if aligned(reference, tile):
+                members.append(i)
+                break
+        else:
+            candidates.append((tile, [i]))
+    return [members for candidates in grids.values() for _, members in candidates]
+
+
+def _band_layout(tile: Tile) -> tuple:
+    """Band count, types and nodata (NaN equal to NaN): what one VRT needs to be the same."""
+    nodata = tile.nodata
+    return tile.count, tuple(tile.dtypes), "nan" if nodata is not None and nodata != nodata else nodata
+
+
+def share_a_vrt(a: Tile, b: Tile) -> bool:
+    """Aligned, with the same bands (count, types, nodata): one VRT can read both."""
+    return _band_layout(a) == _band_layout(b) and aligned(a, b)
+
+
+def pixel_boxes(tiles: list[Tile], grow: float = 0.0):
+    """Shapely boxes of the tiles in pixel units of the first tile's grid, grown by ``grow``."""
+    import numpy as np
+    import shapely
+
+    ref = tiles[0].transform
+    cols = np.array([round((t.transform.c - ref.c) / ref.a) for t in tiles], dtype=float)
+    rows = np.array([round((t.transform.f - ref.f) / ref.e) for t in tiles], dtype=float)
+    widths = np.array([t.width for t in tiles], dtype=float)
+    heights = np.array([t.height for t in tiles], dtype=float)
+    return shapely.box(cols - grow, rows - grow, cols + widths + grow, rows + heights + grow)
+
+
+def _touching_pairs(tiles: list[Tile]):
+    """Index pairs ``(i, j)``, ``i < j``, of tiles (on one grid) that overlap or share an edge."""
+    import shapely
+
+    boxes = pixel_boxes(tiles)
+    first, second = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    keep = first < second
+    return first[keep], second[keep]
 
 
 def aligned(a: Tile, b: Tile) -> bool:
@@ -241,20 +386,6 @@ def aligned(a: Tile, b: Tile) -> bool:
         return False
     dx, dy = (tb.c - ta.c) / ta.a, (tb.f - ta.f) / ta.e
     return abs(dx - round(dx)) < 1e-3 and abs(dy - round(dy)) < 1e-3
-
-
-def share_a_vrt(a: Tile, b: Tile) -> bool:
-    """Aligned, with the same bands (count, types, nodata): one VRT can read both."""
-    return (a.count == b.count and a.dtypes == b.dtypes and a.nodata == b.nodata
-            and aligned(a, b))
-
-
-def touching(a: Tile, b: Tile) -> bool:
-    """Do the two tiles (on one grid) overlap or share an edge?"""
-    ta = a.transform
-    dx = round((b.transform.c - ta.c) / ta.a)
-    dy = round((b.transform.f - ta.f) / ta.e)
-    return dx <= a.width and dx + b.width >= 0 and dy <= a.height and dy + b.height >= 0
 
 
 def layout(members: list[Tile]):
@@ -280,12 +411,23 @@ def _place(index: int, members: list[Tile]) -> Mosaic:
     return Mosaic(index, list(members), width, height, transform)
 
 
-def context_tiles(tile: Tile, mosaic: Mosaic, margin: int) -> list[Tile]:
-    """The tiles of ``mosaic`` within ``margin`` pixels of ``tile`` (itself included).
+def context_tiles(mosaic: Mosaic, margin: int) -> list[list[Tile]]:
+    """For each tile of ``mosaic``, the tiles within ``margin`` pixels of it (itself included).
 
-    A prediction of ``tile`` reads no pixel farther than one window from it, so
-    these are the files whose content it depends on (used in the manifest).
+    A prediction of a tile reads no pixel farther than one window from it, so
+    these are the files whose content it depends on (recorded in the job
+    database). One R-tree query for the whole mosaic.
     """
-    return [t for t in mosaic.tiles
-            if t.col < tile.col + tile.width + margin and t.col + t.width > tile.col - margin
-            and t.row < tile.row + tile.height + margin and t.row + t.height > tile.row - margin]
+    import numpy as np
+    import shapely
+
+    tiles = mosaic.tiles
+    boxes = pixel_boxes(tiles)
+    # Pixel boxes have integer corners: sharing pixels within the margin (open
+    # intervals) is intersecting the margin box shrunk by half a pixel.
+    reach = pixel_boxes(tiles, grow=margin - 0.5)
+    query, found = shapely.STRtree(boxes).query(reach, predicate="intersects")
+    order = np.lexsort((found, query))
+    query, found = query[order], found[order]
+    bounds = np.searchsorted(query, np.arange(len(tiles) + 1))
+    return [[tiles[j] for j in found[bounds[i]:bounds[i + 1]].tolist()] for i in range(len(tiles))]

@@ -118,7 +118,7 @@ def _stitch(parts: list, paths: list[str], output: str, meta: dict, nodata: int,
 
 
 def merged_result(job, results) -> dict:
-    """One manifest entry's numbers for a tile run as bands (see batch_worker.run_tile)."""
+    """The job database row of a tile run as bands (see rsseg.batch.worker.run_tile)."""
     # seconds: worker time spent on the tile, all bands together (as for a tile in one task)
     return {"key": job.key, "seconds": round(sum(r["seconds"] for r in results), 3),
             "forward_seconds": round(sum(r["forward_seconds"] for r in results), 3),

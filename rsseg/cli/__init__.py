@@ -29,6 +29,7 @@ COMMANDS = {
     "score": "rsseg.cli.score:score",
     "train": "rsseg.cli.train:train",
     "batch": "rsseg.cli.batch:batch",
+    "batch-status": "rsseg.cli.batch_status:batch_status",
     "demo": "rsseg.cli.demo:demo",
 }
 
@@ -57,6 +58,13 @@ class LazyGroup(click.Group):
         if importlib.util.find_spec(module) is None:
             return None
         return getattr(importlib.import_module(module), attr)
+
+    def resolve_command(self, ctx, args):
+        # `rsseg batch status OUT` is `rsseg batch-status OUT` (unless a tile file is
+        # named "status": then it stays a batch over that file).
+        if args[:2] == ["batch", "status"] and not os.path.exists("status"):
+            return "batch-status", self.get_command(ctx, "batch-status"), args[2:]
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,7 +12,7 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", required=True,
               help="Output directory (created if missing): one class raster per tile, "
-                   "mosaic.vrt, manifest.json.")
+                   "mosaic.vrt, batch.sqlite (the job's state: see `rsseg batch-status`).")
 @click.option("--model", "model_name", default=None, metavar="NAME",
               help="Network name (see `rsseg models`). Default: the network the --weights "
                    "checkpoint names, else bafnet.")
@@ -60,14 +60,18 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
               help="With --scheduler: give up when the scheduler does not answer within this "
                    "time.")
 @click.option("--resume", is_flag=True,
-              help="Skip the tiles manifest.json records as done from the same inputs and "
+              help="Skip the tiles batch.sqlite records as done from the same inputs and "
                    "settings; redo failed and changed ones.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (mosaics, tiles to do / done / failed, windows) and exit "
+                   "without starting a cluster or writing anything.")
 @stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, probs, tile,
           overlap, blend, batch_size, device, vector, simplify, min_area, workers, threads,
-          scheduler, connect_timeout, resume, stac, seed, overwrite, progress, progress_json):
+          scheduler, connect_timeout, resume, dry_run, stac, seed, overwrite, progress,
+          progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
     INPUTS is a glob ("city/*.tif"; unquoted, the shell's list of files works
@@ -75,7 +79,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     (.gpkg/.shp with a 'location' field), or several of these. Tiles that
     touch on one pixel grid are predicted with context from their neighbours,
     so the class rasters show no seam at file borders. Exit status 1 when any
-    tile failed (see the summary and manifest.json).
+    tile failed (see the summary, or `rsseg batch-status OUT` at any time).
 
     \b
     Examples:
@@ -83,6 +87,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
       rsseg batch city.vrt -o out/ --weights w.pt --scheduler tcp://scheduler-host:8786
       rsseg batch tiles.txt -o out/ --weights w.pt --resume
       rsseg batch "rgb/*.tif" -o out/ --band-file "ir/{stem}.tif" --dsm dsm.vrt --probs
+      rsseg batch tiles.txt -o out/ --weights w.pt --resume --dry-run
     """
     from rsseg.batch.driver import BatchOptions, run_batch
     from rsseg.predict.load import check_model_name
@@ -117,9 +122,10 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
                            simplify=simplify, min_area=min_area, workers=workers,
                            threads=threads, scheduler=scheduler,
                            connect_timeout=connect_timeout, resume=resume,
-                           overwrite=overwrite, progress=progress_mode(progress, progress_json))
+                           overwrite=overwrite, progress=progress_mode(progress, progress_json),
+                           dry_run=dry_run)
     summary = run_batch(list(inputs), out_dir, options)
-    if stac:  # an Item per finished tile and mosaic.stac.json, a Collection over them
+    if stac and not dry_run:  # an Item per finished tile and mosaic.stac.json, a Collection over them
         from rsseg.io.stac import write_batch_stac
 
         write_batch_stac(out_dir, summary.model, weights)

@@ -1,7 +1,7 @@
 """Class rasters as Cloud-Optimized GeoTIFFs.
 
 The pipeline writes class ids into a raw band file described by a VRT
-(:func:`write_raw_vrt`), then :func:`finish_cog` converts it with GDAL's COG driver (overviews resampled with
+(:func:`rsseg.io.vrt.write_raw_vrt`), then :func:`finish_cog` converts it with GDAL's COG driver (overviews resampled with
 MODE for class ids, AVERAGE for confidences; DEFLATE; 512-pixel blocks). Class
 names and colours are embedded in the file: a colour table, and metadata that
 ``gdalinfo`` prints (dataset ``CLASS_NAMES``/``CLASS_COLOURS``, band
@@ -37,46 +37,6 @@ def confidence_metadata() -> dict:
     return dict(description="confidence", colormap=None,
                 tags={"CONFIDENCE": "maximum class probability * 255; 0 = no data"},
                 band_tags={})
-
-
-def write_raw_vrt(vrt_path, raw_path, width: int, height: int, crs, transform, nodata: int,
-                  description: str = "", colormap: dict | None = None,
-                  tags: dict | None = None, band_tags: dict | None = None) -> None:
-    """A VRT that presents a raw row-major uint8 file as a georeferenced band."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    if crs is not None:
-        ET.SubElement(root, "SRS").text = crs.to_wkt()
-    if transform is not None:
-        ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
-    _metadata(root, tags)
-    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band="1",
-                         subClass="VRTRawRasterBand")
-    ET.SubElement(band, "NoDataValue").text = str(nodata)
-    if description:
-        ET.SubElement(band, "Description").text = description
-    if colormap:
-        ET.SubElement(band, "ColorInterp").text = "Palette"
-        table = ET.SubElement(band, "ColorTable")
-        for i in range(256):
-            r, g, b, a = colormap.get(i, (0, 0, 0, 0))
-            ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
-    _metadata(band, band_tags)
-    ET.SubElement(band, "SourceFilename", relativeToVRT="1").text = os.path.basename(str(raw_path))
-    ET.SubElement(band, "ImageOffset").text = "0"
-    ET.SubElement(band, "PixelOffset").text = "1"
-    ET.SubElement(band, "LineOffset").text = str(width)
-    ET.ElementTree(root).write(str(vrt_path), encoding="utf-8")
-
-
-def _metadata(parent, items: dict | None) -> None:
-    import xml.etree.ElementTree as ET
-
-    if items:
-        md = ET.SubElement(parent, "Metadata")
-        for key, value in items.items():
-            ET.SubElement(md, "MDI", key=key).text = str(value)
 
 
 def finish_cog(src, dst, resampling: str = "mode", block: int = BLOCK) -> None:

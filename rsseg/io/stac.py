@@ -168,18 +168,25 @@ def write_collection(items: list[str | os.PathLike], path: str | os.PathLike, *,
 def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
                      weights: str | os.PathLike | None) -> Path:
     """Items for every finished tile of a ``rsseg batch`` output directory (from its
-    ``manifest.json``) and ``mosaic.stac.json``, a Collection over them with the
-    mosaic VRT, GeoPackage and confidence VRT (``--probs``) as assets; returns the
+    job database ``batch.sqlite``) and ``mosaic.stac.json``, a Collection over them with
+    the mosaic VRT, GeoPackage and confidence VRT (``--probs``) as assets; returns the
     Collection's path.
 
     The directory is batch's own: Items and the Collection are rewritten each run.
     """
+    from rsseg.batch.jobdb import JobDB
+
     out = Path(out_dir)
-    manifest = json.loads((out / "manifest.json").read_text())
+    db = JobDB.read(out)
+    try:
+        done = db.tiles("done") if db is not None else {}
+    finally:
+        if db is not None:
+            db.close()
     items = []
-    for source, entry in sorted(manifest.get("tiles", {}).items()):
+    for source, entry in sorted(done.items()):
         outputs = entry.get("outputs", {})
-        if entry.get("status") != "done" or "classes" not in outputs:
+        if "classes" not in outputs:
             continue
         vector = out / outputs["vector"] if "vector" in outputs else None
         confidence = out / outputs["confidence"] if "confidence" in outputs else None

@@ -30,8 +30,9 @@ import numpy as np
 from rsseg.atomic import atomic_output, temporary_sibling
 from rsseg.classes import ISPRS, NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog, write_raw_vrt
+from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog
 from rsseg.io.normalization import Normalization
+from rsseg.io.vrt import write_raw_vrt
 from rsseg.io.scene import Scene, default_normalization
 from rsseg.progress import Progress
 from rsseg.tiling import BlendWeights, WindowGrid

@@ -6,7 +6,7 @@ writes them with :class:`RawBandWriter` straight into a raw, pre-sized band
 file (``pwrite`` per row). Nothing is buffered: memory does not depend on the
 scene's size, and GDAL's block cache stays out of the write path. A VRT
 describing the raw file (grid, CRS, colour table, class names; see
-:func:`rsseg.io.cog.write_raw_vrt`) is then converted to the COG.
+:func:`rsseg.io.vrt.write_raw_vrt`) is then converted to the COG.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,12 +22,14 @@ import pytest
 import rasterio
 
 from rsseg.batch.inputs import group_mosaics, open_tiles, resolve_inputs
-from rsseg.batch.manifest import Manifest
+from rsseg.batch.jobdb import JobDB
 from rsseg.io.vrt import input_mosaic_vrt
 from rsseg.cli import run as rsseg_run
 from rsseg import PredictSettings, predict_scene
 from rsseg.predict.load import load_predictor
 from rsseg.synth.scene import write_synthetic_scene
+
+from conftest import record_reliability, start_rsseg
 
 T = 96  # tile side (pixels); windows of 64 with overlap 16 cross every tile border
 PX = 0.09
@@ -90,7 +92,12 @@ def read(path) -> np.ndarray:
 
 
 def load_manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+    """The job database's content (read-only, as `rsseg batch-status --json --tiles` does)."""
+    db = JobDB.read(out)
+    try:
+        return db.export()
+    finally:
+        db.close()
 
 
 def partial_files(folder: Path) -> list[str]:
@@ -171,7 +178,8 @@ def test_workers_load_the_model_once_and_share_the_work(mosaic_run):
     loads_by_pid: dict[int, int] = {}
     for entry in done:
         loads_by_pid[entry["pid"]] = max(loads_by_pid.get(entry["pid"], 0), entry["model_loads"])
-    assert len(loads_by_pid) <= 2 and os.getpid() not in loads_by_pid
+    # both workers took tiles (4 tiles, 2 single-thread workers), none ran in this process
+    assert len(loads_by_pid) == 2 and os.getpid() not in loads_by_pid
     assert set(loads_by_pid.values()) == {1}  # each worker built the network once
     assert all(t["threads"] == 1 for t in done)
     # the cluster and its dashboard link are announced when the job starts
@@ -234,11 +242,12 @@ def test_inputs_from_list_file_vrt_and_tile_index(mosaic_run, tmp_path, monkeypa
 def test_manifest_checksum_follows_inputs_and_settings(mosaic_run, tmp_path):
     out = mosaic_run["out"]
     data = load_manifest(out)
-    manifest = Manifest.load(out, data["settings"])
+    db = JobDB.read(out)
     key = str(mosaic_run["tiles"][0])
     checksum = data["tiles"][key]["checksum"]
-    assert manifest.is_done(key, checksum, out)
-    assert not manifest.is_done(key, "0" * 64, out)
+    assert db.is_done(key, checksum, out)
+    assert not db.is_done(key, "0" * 64, out)
+    db.close()
     # the tile's neighbours are part of its inputs (their pixels are its context)
     assert set(data["tiles"][key]["inputs"]) == {str(t) for t in mosaic_run["tiles"]}
 
@@ -257,8 +266,9 @@ def wait_for_first_recorded_tile(proc, out, timeout: float = 240):
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             children = psutil.Process(proc.pid).children(recursive=True) or children
-            recorded = load_manifest(out)["tiles"]
-        except (OSError, ValueError, KeyError, psutil.Error):
+            recorded = {k: v for k, v in load_manifest(out)["tiles"].items()
+                        if v["status"] != "pending"}
+        except (OSError, ValueError, KeyError, AttributeError, psutil.Error, sqlite3.Error):
             recorded = {}
         if recorded:
             break
@@ -272,10 +282,8 @@ def test_sigkill_then_resume_finishes_without_recomputing(mosaic_run, tmp_path):
     city = tmp_path / "city"
     tiles = write_mosaic_tiles(city)
     out = tmp_path / "out"
-    args = [sys.executable, "-c", "from rsseg.cli import main; main()", "batch", str(city / "*.tif"), "-o", str(out),
-            "--workers", "2", "--no-progress", *MODEL]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_rsseg(["batch", city / "*.tif", "-o", out, "--workers", 2, "--no-progress",
+                        *MODEL], stdout=subprocess.DEVNULL)
     done_at_kill, children = wait_for_first_recorded_tile(proc, out)
     if done_at_kill:
         proc.send_signal(signal.SIGKILL)
@@ -374,31 +382,39 @@ def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
         np.testing.assert_array_equal(read(out / tile.name), read(mosaic_run["out"] / tile.name))
 
 
-def test_sigint_stops_cleanly(mosaic_run, tmp_path):
-    """Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-run: exit 130, one
-    line on stderr, workers gone, no temporary file left, finished tiles recorded."""
+# Ctrl-C reaches the whole process group (as a terminal sends it); SIGTERM only the batch
+# process (as `kill PID` or a job scheduler sends it): both stop the job cleanly.
+STOPS = {"sigint": (signal.SIGINT, True, 130, "rsseg: interrupted"),
+         "sigterm": (signal.SIGTERM, False, 143, "rsseg: terminated")}
+
+
+@pytest.mark.parametrize("how", sorted(STOPS))
+def test_signal_stops_cleanly(how, mosaic_run, tmp_path, record_property):
+    """Ctrl-C or SIGTERM mid-run: its exit status, one line on stderr ending the output,
+    workers gone, no temporary file left, finished tiles recorded."""
     import psutil
 
+    sig, whole_group, status, last_line = STOPS[how]
     city = tmp_path / "city"
     tiles = write_mosaic_tiles(city)
     out = tmp_path / "out"
-    args = [sys.executable, "-c", "from rsseg.cli import main; main()", "batch",
-            str(city / "*.tif"), "-o", str(out), "--workers", "2", "--no-progress", *MODEL]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = start_rsseg(["batch", city / "*.tif", "-o", out, "--workers", 2, "--no-progress",
+                        *MODEL], stdout=subprocess.DEVNULL, new_session=True)
     recorded, children = wait_for_first_recorded_tile(proc, out)
     if recorded:
-        os.killpg(proc.pid, signal.SIGINT)
+        (os.killpg if whole_group else os.kill)(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert recorded and len(recorded) < len(tiles), "no tile was running at the interrupt"
-    assert proc.returncode == 130, err
     lines = err.strip().splitlines()
-    assert lines[-1] == "rsseg: interrupted" and "Traceback" not in err, err
+    record_reliability(record_property, f"batch/{how}-mid-run", error=True,
+                       clear=proc.returncode == status and lines[-1:] == [last_line],
+                       partial=bool(partial_files(out)), line=" | ".join(lines))
+    assert proc.returncode == status, err
+    assert lines[-1] == last_line and "Traceback" not in err, err
     psutil.wait_procs(children, timeout=30)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert partial_files(out) == []
-    after = load_manifest(out)["tiles"]
+    after = {k: v for k, v in load_manifest(out)["tiles"].items() if v["status"] != "pending"}
     assert after and all(entry["status"] == "done" for entry in after.values())
     written = {p.name for p in out.glob("*.tif")}
     # Recorded tiles are there; a tile a worker finished while the job was stopping may be
@@ -437,9 +453,15 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     assert list((out / ".rsseg" / "parts").glob("*")) == [] and partial_files(out) == []
 
 
+def legacy_manifest(data: dict) -> dict:
+    """The job's state as the JSON manifest of rsseg before the database (version 1)."""
+    return dict(data, format="rsseg-batch-manifest", version=1)
+
+
 def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_path):
-    """E.g. Ctrl-C while the workers start: the manifest holds the run but no finished tile,
-    so the next run needs no --resume; a manifest with finished tiles still does."""
+    """E.g. Ctrl-C while the workers start: the database holds the run and its pending
+    tiles but no finished one, so the next run needs no --resume; nor when every tile
+    failed; a database (or an old manifest.json) with a done tile still does."""
     from rsseg.batch.driver import BatchOptions, _check_existing
     from rsseg.batch.inputs import Tile
     from rsseg.errors import OutputError
@@ -448,30 +470,143 @@ def test_a_run_that_recorded_no_tile_does_not_block_the_next(mosaic_run, tmp_pat
     out.mkdir()
     data = load_manifest(mosaic_run["out"])
     tiles = [Tile(str(t)) for t in mosaic_run["tiles"]]
-    (out / "manifest.json").write_text(json.dumps(dict(data, tiles={})))
+    db = JobDB.open(out)
+    run = dict(data["runs"][0], id="r1")
+    db.start_run(run, data["settings"], [{"key": k, **{f: e[f] for f in ("checksum", "inputs",
+                                                                          "outputs")}}
+                                         for k, e in data["tiles"].items()])
     _check_existing(tiles, out, BatchOptions())
     # every tile failed (e.g. --device cuda on workers without a GPU): nothing to protect
-    failed = {key: dict(entry, status="failed") for key, entry in data["tiles"].items()}
-    (out / "manifest.json").write_text(json.dumps(dict(data, tiles=failed)))
+    key, entry = next((k, e) for k, e in data["tiles"].items() if e["status"] == "done")
+    db.record(key, dict(entry, status="failed", error="no GPU"))
     _check_existing(tiles, out, BatchOptions())
-    (out / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(OutputError, match="--resume"):
+    db.record(key, entry)
+    db.close()
+    with pytest.raises(OutputError, match="batch.sqlite: .*--resume"):
         _check_existing(tiles, out, BatchOptions())
-    (out / "manifest.json").write_text("{not json")
+    (out / "batch.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(OutputError, match="--resume"):  # never overwritten silently
         _check_existing(tiles, out, BatchOptions())
+    for name in ("batch.sqlite", "batch.sqlite-wal", "batch.sqlite-shm"):
+        (out / name).unlink(missing_ok=True)
+    failed = {k: dict(e, status="failed") for k, e in data["tiles"].items()}
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles=failed))))
+    _check_existing(tiles, out, BatchOptions())
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(data)))
+    with pytest.raises(OutputError, match="manifest.json: .*--resume"):
+        _check_existing(tiles, out, BatchOptions())
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(OutputError, match="--resume"):
+        _check_existing(tiles, out, BatchOptions())
 
 
-def test_local_workers_start_without_dask_malloc_trim_threshold():
+def test_local_workers_start_without_dask_malloc_trim_threshold(monkeypatch):
     """Dask's MALLOC_TRIM_THRESHOLD_ for worker processes doubled the network's time per
-    window (docs/benchmarks/batch.md); the override start_cluster applies removes it."""
-    import dask
+    window (docs/benchmarks/batch.md): the workers start_cluster starts must not have it."""
     from distributed.nanny import _get_env_variables
 
-    from rsseg.batch.cluster import UNSET_MALLOC_TRIM
+    from rsseg.batch.cluster import start_cluster, stop_cluster
 
-    key = "distributed.nanny.pre-spawn-environ"
-    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables(key)  # Dask's default
-    with dask.config.set({UNSET_MALLOC_TRIM: None}):
-        env = _get_env_variables(key)
-    assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    # Dask's default sets it: without start_cluster's override the workers would get it
+    assert "MALLOC_TRIM_THRESHOLD_" in _get_env_variables("distributed.nanny.pre-spawn-environ")
+    info = start_cluster(workers=1, threads=1)
+    try:
+        seen = info.client.run(lambda: {k: os.environ.get(k) for k in
+                                        ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+    finally:
+        stop_cluster(info)
+    assert list(seen.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+
+
+def test_bands_blend_simplify_min_area_and_overwrite(mosaic_run, tmp_path):
+    """--bands, --blend, --simplify and --min-area reach every tile: the class mosaic equals
+    `rsseg predict` of the whole mosaic with the same options, the merged polygons equal
+    `rsseg vectorize` of it with the same options; --overwrite then replaces the outputs."""
+    import pyogrio
+
+    city = tmp_path / "city"
+    write_mosaic_tiles(city)
+    whole = assemble(sorted(city.glob("*.tif")), tmp_path / "whole.tif")
+    options = ["--bands", "3,2,1", "--blend", "linear"]
+    vector = ["--simplify", "0.2", "--min-area", "0.05"]
+    reference, polygons = tmp_path / "reference.tif", tmp_path / "reference.gpkg"
+    assert rsseg("predict", whole, "-o", reference, "--no-progress", *MODEL, *options) == 0
+    assert rsseg("vectorize", reference, "-o", polygons, "--no-progress", *vector) == 0
+    out = tmp_path / "out"
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--vector", "--no-progress",
+                 *MODEL, *options, *vector) == 0
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(reference))
+    assert not np.array_equal(read(reference), read(mosaic_run["reference"]))  # options mattered
+    merged = pyogrio.read_dataframe(out / "mosaic.gpkg", layer="classes")
+    expected = pyogrio.read_dataframe(polygons, layer="classes")
+    assert len(merged) == len(expected)
+    assert merged.geometry.area.sum() == pytest.approx(expected.geometry.area.sum(), rel=1e-9)
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--no-progress",
+                 *MODEL) == 1  # outputs exist
+    assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--no-progress",
+                 "--overwrite", *MODEL) == 0
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))
+    assert partial_files(out) == []
+
+
+def copy_run(mosaic_run, out: Path) -> Path:
+    """The 2x2 mosaic's outputs in a new folder (without the job database)."""
+    out.mkdir()
+    for tile in mosaic_run["tiles"]:
+        for name in (tile.name, f"{tile.stem}.gpkg"):
+            (out / name).write_bytes((mosaic_run["out"] / name).read_bytes())
+    return out
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
+    city = mosaic_run["root"] / "city"
+    fresh = tmp_path / "fresh"
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", fresh, "--dry-run", *MODEL) == 0
+    plan = stderr.getvalue().splitlines()
+    assert not fresh.exists()
+    assert plan[0] == "rsseg: plan: 5 input tile(s), 0 unreadable (they will be reported as failed)"
+    assert plan[1].startswith("rsseg: plan: 2 mosaic(s) on 1 grid(s); the largest has 4 tile(s), "
+                              f"{2 * T} x {2 * T} px")
+    # as many windows as the engine ran for the 2x2 tiles, plus 2 x 2 for the lone 96-px tile
+    ran = sum(e["windows"] for e in load_manifest(mosaic_run["out"])["tiles"].values()
+              if e["status"] == "done")
+    assert ran == 25  # 2 or 3 windows (starts 0, 48, 96, 128) per axis and tile
+    assert plan[2].startswith("rsseg: plan: 5 tile(s) to predict (0 failed before), 0 already "
+                              f"done; {ran + 4} window(s) of 64 px, overlap 16")
+    # on the finished job: the failed tile is to do again, the others are done
+    out = mosaic_run["out"]
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
+    plan = stderr.getvalue().splitlines()
+    assert plan[2].startswith("rsseg: plan: 1 tile(s) to predict (1 failed before), 4 already done")
+    assert any("of worker time at the" in line for line in plan)
+    assert any("batch.sqlite records an earlier run: pass --resume" in line for line in plan)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_resume_migrates_an_old_manifest_and_skips_what_it_records(mosaic_run, tmp_path):
+    """A folder written by rsseg before the database: --resume migrates manifest.json,
+    recomputes nothing, and `rsseg batch-status` reads the migrated state."""
+    data = load_manifest(mosaic_run["out"])
+    out = copy_run(mosaic_run, tmp_path / "out")
+    tiles = {str(t): data["tiles"][str(t)] for t in mosaic_run["tiles"]}
+    (out / "manifest.json").write_text(json.dumps(legacy_manifest(dict(data, tiles=tiles))))
+    city = mosaic_run["root"] / "city"
+    assert rsseg("batch", city / "tile_*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
+    assert (out / "manifest.json").exists()  # a dry run migrates nothing
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "tile_*.tif", "-o", out, "--resume", "--vector",
+                     "--no-progress", *MODEL) == 0
+    assert "0 tile(s) predicted, 4 already done, 0 failed" in stderr.getvalue()
+    assert not (out / "manifest.json").exists() and (out / "manifest.json.migrated").exists()
+    after = load_manifest(out)
+    assert {k: v["finished"] for k, v in after["tiles"].items()} == {
+        k: v["finished"] for k, v in tiles.items()}
+    assert len(after["runs"]) == 2
+    np.testing.assert_array_equal(read(out / "mosaic.vrt"), read(mosaic_run["reference"]))

@@ -9,40 +9,29 @@ still there, must give files byte-identical to those of an uninterrupted run.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_geotiff
 
-RSSEG = [sys.executable, "-c", "from rsseg.cli import main; main()"]
+from conftest import RSSEG, read_until_progress, rsseg_env, start_rsseg, write_geotiff
+
 NET = "baff_skipnet"
 
 
-def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
 def _run(argv, cwd) -> None:
-    done = subprocess.run(RSSEG + [str(a) for a in argv], cwd=cwd, env=_env(),
+    done = subprocess.run(RSSEG + [str(a) for a in argv], cwd=cwd, env=rsseg_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
 
 
 def _kill_after_first_progress(argv, cwd) -> None:
     """Start ``rsseg``, SIGKILL it as soon as it reports progress, wait for it to die."""
-    proc = subprocess.Popen(RSSEG + [str(a) for a in argv], cwd=cwd, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = start_rsseg(argv, cwd=cwd, stderr=subprocess.DEVNULL)
     try:
-        for line in proc.stdout:
-            if line.startswith("{") and json.loads(line).get("event") == "progress":
-                break
-        else:
+        if not read_until_progress(proc):
             pytest.fail("the command ended without reporting progress")
         assert proc.poll() is None, "the run finished before it could be killed; use a bigger input"
         proc.send_signal(signal.SIGKILL)
@@ -59,9 +48,9 @@ def _same_bytes(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     import torch
-    from rsseg.models import create_model
 
     from rsseg.checkpoint import Checkpoint, Normalization
+    from rsseg.models import create_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "net.pt"

@@ -120,7 +120,7 @@ def test_four_and_five_bands(name, bands):
     with torch.no_grad():
         y = model(torch.randn(2, bands, 40, 72))
     assert y.shape == (2, 6, 40, 72)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=rf"to have {bands} channels, but got 3 channels"):
         model(torch.randn(1, 3, 40, 72))
 
 

@@ -228,3 +228,25 @@ def test_predict_onnx_bad_inputs(exported, scene, make_geotiff, tmp_path, capsys
         lines = stderr_lines(capsys)
         assert code == 1 and len(lines) == 1 and needle in lines[0], (needle, lines)
         assert not out.exists()
+
+
+def test_export_tile_and_opset_options(exported, tmp_path):
+    """--opset sets the graph's opset; --tile the window size predict will use (stored in
+    the metadata): the file runs in ONNX Runtime as the checkpoint runs in torch."""
+    root, ckpt = exported
+    out = tmp_path / "m.onnx"
+    assert rsseg("export", root / "baff.pt", "-o", out, "--opset", "13", "--tile", "128",
+                 "--no-progress") == 0
+    model = onnx.load(str(out))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+    assert meta["tile"]["size"] == 128
+    default = {p.key: json.loads(p.value)
+               for p in onnx.load(str(root / "baff.onnx")).metadata_props}
+    assert default["tile"]["size"] == 96  # the checkpoint's own, without --tile
+    x = torch.randn(1, 4, 128, 128)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        expected = ckpt.build_model()(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)

@@ -181,3 +181,58 @@ def test_bundled_weights_are_used_without_weights(tiny_model, scene, tmp_path, c
     assert rsseg("predict", scene, "--model", MODEL, "-o", tmp_path / "out.tif",
                  "--no-progress", "--tile", 64, "--overlap", 16, "--quiet") == 0
     assert stderr_lines(capsys) == []  # a trained checkpoint: no 'random weights' notice
+
+
+def _predict(scene, out, *options) -> tuple[np.ndarray, np.ndarray]:
+    """``rsseg predict`` with random weights; returns (classes, confidence)."""
+    probs = out.with_name(f"{out.stem}_conf.tif")
+    assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o", out,
+                 "--probs", probs, "--tile", 64, "--overlap", 16, "--no-progress",
+                 *options) == 0
+    with rasterio.open(out) as classes, rasterio.open(probs) as conf:
+        return classes.read(1), conf.read(1)
+
+
+def test_batch_size_and_seed(tiny_model, scene, tmp_path, capsys):
+    """--batch-size groups windows, it does not change the result; --seed picks other
+    random weights, announced as such."""
+    classes, conf = _predict(scene, tmp_path / "one.tif")
+    batched, batched_conf = _predict(scene, tmp_path / "four.tif", "--batch-size", 4)
+    np.testing.assert_array_equal(batched, classes)
+    assert np.abs(batched_conf.astype(int) - conf).max() <= 1  # float rounding at most
+    capsys.readouterr()
+    _, other_conf = _predict(scene, tmp_path / "seed.tif", "--seed", 1)
+    assert "random weights (seed 1)" in capsys.readouterr().err
+    assert not np.array_equal(other_conf, conf)
+    _, again = _predict(scene, tmp_path / "seed_again.tif", "--seed", 1)
+    np.testing.assert_array_equal(again, other_conf)
+
+
+class WindowMeanNet(nn.Module):
+    """Scores that depend on the whole window (its mean), so overlapping windows disagree
+    everywhere they overlap and the blend weights decide every overlap pixel."""
+
+    def __init__(self, in_channels=3, num_classes=6):
+        super().__init__()
+        self.pixel = nn.Conv2d(in_channels, num_classes, 1)
+        self.window = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, x):
+        return self.pixel(x) + 20 * self.window(x.mean((2, 3), keepdim=True))
+
+
+def test_every_blend_runs_and_each_weighs_the_overlaps_its_own_way(register_test_model,
+                                                                   make_geotiff, tmp_path):
+    from rsseg.cli.options import BLENDS
+
+    register_test_model(MODEL, WindowMeanNet)
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(0, 200, 130, dtype=np.float32)[None, None]  # windows differ in mean
+    scene = make_geotiff((rng.integers(0, 55, (3, 90, 130)) + ramp).astype(np.uint8))
+    results = {blend: _predict(scene, tmp_path / f"{blend}.tif", "--blend", blend)[1]
+               for blend in BLENDS}
+    assert len({conf.tobytes() for conf in results.values()}) == len(BLENDS)
+    # rows and columns 0..47 lie in the first window only (tile 64, overlap 16): the same
+    # there, up to the rounding of a weight divided by itself
+    for conf in results.values():
+        assert np.abs(conf[:48, :48].astype(int) - results["crop"][:48, :48]).max() <= 1

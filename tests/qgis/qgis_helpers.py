@@ -10,6 +10,10 @@ from osgeo import gdal, osr
 gdal.UseExceptions()
 
 EPSG = 32632
+# rsseg's default class scheme (rsseg.classes.ISPRS; rsseg is not importable here)
+ISPRS_NAMES = ["impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter"]
+ISPRS_COLOURS = [(255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0),
+                 (255, 0, 0)]
 ORIGIN = (500000.0, 5500000.0)
 PIXEL = 0.5
 
@@ -96,3 +100,14 @@ def class_pattern(width=300, height=200):
     specks = (xx % 23 == 7) & (yy % 19 == 5)
     classes[specks] = 4
     return classes.astype(np.uint8)
+
+
+def assert_class_style(layer):
+    """``layer`` carries rsseg's class style: categories on class_id, one per class, named
+    and coloured as the scheme says (not just "some renderer other than the default")."""
+    renderer = layer.renderer()
+    assert renderer.type() == "categorizedSymbol", renderer.type()
+    assert renderer.classAttribute() == "class_id"
+    categories = renderer.categories()
+    assert [(int(c.value()), c.label()) for c in categories] == list(enumerate(ISPRS_NAMES))
+    assert [c.symbol().color().getRgb()[:3] for c in categories] == ISPRS_COLOURS

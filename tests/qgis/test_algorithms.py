@@ -11,8 +11,9 @@ from qgis.core import (QgsProcessingException, QgsProcessingFeedback,
 
 import processing
 from osgeo import gdal, osr
-from qgis_helpers import (EPSG, MODEL, ORIGIN, OVERLAP, PIXEL, TILE, class_pattern, grid,
-                          make_scene, predict_params, read_band, run_cli, write_classes_like)
+from qgis_helpers import (EPSG, ISPRS_COLOURS, ISPRS_NAMES, MODEL, ORIGIN, OVERLAP, PIXEL, TILE,
+                          assert_class_style, class_pattern, grid, make_scene, predict_params,
+                          read_band, run_cli, write_classes_like)
 
 
 class RecordingFeedback(QgsProcessingFeedback):
@@ -143,7 +144,7 @@ def test_predict_vector_output_is_loaded_styled(provider, scene, tmp_path):
     assert_scene_crs(vectors[0])
     assert vectors[0].featureCount() > 0
     assert vectors[0].geometryType() == 2  # polygons
-    assert vectors[0].renderer().type() != "singleSymbol"  # the GeoPackage's class style
+    assert_class_style(vectors[0])  # the GeoPackage's class style
     project.clear()
 
 
@@ -171,9 +172,9 @@ def test_raster_and_polygons_of_one_run_load_styled(provider, cli_prediction, rs
     assert sorted(layers) == sorted([cli_prediction, uris[0]])
     raster = layers[cli_prediction]
     assert raster.renderer().type() == "paletted"
-    assert [c.label for c in raster.renderer().classes()] == [
-        "impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter"]
-    assert layers[uris[0]].renderer().type() != "singleSymbol"
+    assert [c.label for c in raster.renderer().classes()] == ISPRS_NAMES
+    assert [c.color.getRgb()[:3] for c in raster.renderer().classes()] == ISPRS_COLOURS
+    assert_class_style(layers[uris[0]])
     project.clear()
 
 
@@ -201,7 +202,7 @@ def test_vectorize_matches_the_cli(provider, class_raster, rsseg_exe, tmp_path):
     assert layer.extent() == ref.extent()
     loaded = list(project.mapLayers().values())
     assert [l.source() for l in loaded] == [result["OUTPUT"]]
-    assert loaded[0].renderer().type() != "singleSymbol"  # the class colours
+    assert_class_style(loaded[0])  # the class colours
     project.clear()
 
 

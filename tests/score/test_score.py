@@ -13,10 +13,23 @@ from rasterio.transform import from_origin
 from rsseg.classes import ISPRS
 from rsseg.cli import run
 from rsseg.errors import InputError
-from rsseg.score.labels import boundary_mask
-from rsseg.score.metrics import confusion_matrix, scores_from_confusion
-from rsseg.score.pairing import match_key, pair_by_name, read_pairs_csv
+from rsseg.score.metrics import scores_from_confusion
 from rsseg.score.rasters import score_many, score_rasters
+from rsseg.score.labels import boundary_mask
+from rsseg.score.pairing import match_key, pair_by_name, read_pairs_csv
+
+def reference_confusion(label, pred, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Confusion matrix counted pixel by pixel with np.add.at: independent of rsseg's
+    joint-histogram path. Skipped: label == ignore_index, prediction 255 (nodata), and
+    values that are not class ids."""
+    label = np.asarray(label).ravel().astype(np.int64)
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    keep = ((label != ignore_index) & (pred != 255) & (label >= 0) & (label < num_classes)
+            & (pred >= 0) & (pred < num_classes))
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (label[keep], pred[keep]), 1)
+    return cm
+
 
 TRANSFORM = from_origin(500000.0, 5400000.0, 0.5, 0.5)
 CRS = "EPSG:32632"
@@ -95,7 +108,7 @@ def test_class_names_come_from_the_prediction(tmp_path):
     assert [c["name"] for c in report["classes"]] == ["water", "forest", "field"]
     assert "CLASS_NAMES" in report["class_names_from"]
     assert report["classes"][2]["included_in_mean"] is False
-    np.testing.assert_array_equal(report["confusion_matrix"], confusion_matrix(label, pred, 3))
+    np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(label, pred, 3))
 
 
 def test_prediction_nodata_value_other_than_255_is_nodata(tmp_path):
@@ -105,7 +118,7 @@ def test_prediction_nodata_value_other_than_255_is_nodata(tmp_path):
     write(tmp_path / "pred.tif", pred16, nodata=-1)
     write(tmp_path / "label.tif", label)
     report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
-    np.testing.assert_array_equal(report["confusion_matrix"], confusion_matrix(label, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(label, pred, 6))
     assert report["counts"]["prediction_nodata"] == (pred == 255).sum()
 
 
@@ -118,7 +131,8 @@ def test_label_nodata_is_ignored_not_unknown(tmp_path):
     report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
     expected = label.copy()
     expected[:4] = 255
-    np.testing.assert_array_equal(report["confusion_matrix"], confusion_matrix(expected, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"],
+                                  reference_confusion(expected, pred, 6))
     assert report["counts"]["label_nodata"] == 4 * 40
     assert report["counts"]["unknown_label"]["pixels"] == 0
 
@@ -182,7 +196,7 @@ def test_unknown_colour_fails_with_count_and_colour(tmp_path, capsys):
     assert len(err_text.strip().splitlines()) == 1
 
 
-def test_eroded_rgb_files_black_is_ignored(tmp_path):
+def test_eroded_rgb_files_black_is_ignored(tmp_path, capsys):
     label, pred = random_pair((30, 30), seed=9)
     label[label == 255] = 1
     rgb = to_rgb(label)
@@ -196,11 +210,18 @@ def test_eroded_rgb_files_black_is_ignored(tmp_path):
                            label_format="isprs-rgb", eroded=True)
     expected = label.copy()
     expected[10:12, :] = 255
-    np.testing.assert_array_equal(report["confusion_matrix"], confusion_matrix(expected, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"],
+                                  reference_confusion(expected, pred, 6))
     assert "eroded-boundary label files" in report["convention_description"]
+    code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label_noBoundary.tif",
+                        "--label-format", "isprs-rgb", "--eroded", "--no-progress", "--json",
+                        tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["confusion_matrix"] == \
+        reference_confusion(expected, pred, 6).tolist()
 
 
-def test_unknown_index_values_fail_unless_ignored(tmp_path):
+def test_unknown_index_values_fail_unless_ignored(tmp_path, capsys):
     label, pred = random_pair((20, 20), seed=10)
     label[0, :7] = 9
     write(tmp_path / "pred.tif", pred)
@@ -209,6 +230,16 @@ def test_unknown_index_values_fail_unless_ignored(tmp_path):
         score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
     report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif", ignore_unknown=True)
     assert report["counts"]["unknown_label"]["first_values"] == [{"value": 9, "pixels": 7}]
+    argv = ["score", tmp_path / "pred.tif", tmp_path / "label.tif", "--no-progress", "--json",
+            tmp_path / "r.json"]
+    code, _, err = cli(argv, capsys)
+    assert code == 1 and "7 pixels, most frequent: 9 (7 px)" in err and not (tmp_path / "r.json").exists()
+    code, _, err = cli(argv + ["--ignore-unknown"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["confusion_matrix"] == reference_confusion(np.where(label == 9, 255, label),
+                                                            pred, 6).tolist()
+    assert saved["counts"]["unknown_label"]["first_values"] == [{"value": 9, "pixels": 7}]
 
 
 def test_ignore_index_other_than_255_is_skipped_and_counted(tmp_path, capsys):
@@ -220,7 +251,7 @@ def test_ignore_index_other_than_255_is_skipped_and_counted(tmp_path, capsys):
         score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif")
     report = score_rasters(tmp_path / "pred.tif", tmp_path / "label.tif", ignore_index=6)
     np.testing.assert_array_equal(report["confusion_matrix"],
-                                  confusion_matrix(label, pred, 6, ignore_index=6))
+                                  reference_confusion(label, pred, 6, ignore_index=6))
     assert report["counts"]["label_ignored"] == (label == 6).sum() > 0
     assert report["settings"]["ignore_index"] == 6
     code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif",
@@ -259,7 +290,7 @@ def test_square_erosion_of_a_rectangle_is_a_ring_of_width_2r():
 
 
 @pytest.mark.parametrize("shape", ["disc", "square"])
-def test_erode_radius_ignores_exactly_the_pixels_near_a_boundary(tmp_path, shape):
+def test_erode_radius_ignores_exactly_the_pixels_near_a_boundary(tmp_path, shape, capsys):
     labels = np.zeros((48, 52), np.uint8)
     labels[9:30, 14:40] = 1           # a rectangle ...
     yy, xx = np.mgrid[:48, :52]
@@ -275,8 +306,15 @@ def test_erode_radius_ignores_exactly_the_pixels_near_a_boundary(tmp_path, shape
                            erode_shape=shape, window_pixels=256)  # 16x16 windows + halos
     assert report["counts"]["eroded_boundary"] == expected_edge.sum()
     kept = np.where(expected_edge, 255, labels)
-    np.testing.assert_array_equal(report["confusion_matrix"], confusion_matrix(kept, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(kept, pred, 6))
     assert f"within {r} px ({shape})" in report["convention_description"]
+    code, _, err = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif", "--erode-radius",
+                        r, "--erode-shape", shape, "--no-progress", "--json", tmp_path / "r.json"],
+                       capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["counts"]["eroded_boundary"] == expected_edge.sum()
+    assert saved["confusion_matrix"] == reference_confusion(kept, pred, 6).tolist()
 
 
 def _boundary_ignoring(labels, radius, shape):
@@ -323,7 +361,8 @@ def test_grid_mismatch_fails_naming_both_files(tmp_path, capsys):
     aligned = score_rasters(tmp_path / "pred.tif", tmp_path / "label_small.tif", align=True)
     cropped = np.full_like(label, 255)
     cropped[:30, :31] = label[:30, :31]
-    np.testing.assert_array_equal(aligned["confusion_matrix"], confusion_matrix(cropped, pred, 6))
+    np.testing.assert_array_equal(aligned["confusion_matrix"],
+                                  reference_confusion(cropped, pred, 6))
     code, _, err_text = cli(["score", tmp_path / "pred.tif", tmp_path / "label.tif",
                              "--no-progress"], capsys)
     assert code == 1 and len(err_text.strip().splitlines()) == 1 and "--align" in err_text
@@ -347,7 +386,7 @@ def test_align_reprojects_the_label_onto_the_prediction_grid(tmp_path):
     rows, cols = 2 + np.arange(60) // 2, 4 + np.arange(64) // 2
     inside = cols < 30
     fine[:, inside] = coarse[rows][:, cols[inside]]
-    np.testing.assert_array_equal(report["confusion_matrix"], confusion_matrix(fine, pred, 6))
+    np.testing.assert_array_equal(report["confusion_matrix"], reference_confusion(fine, pred, 6))
     assert report["counts"]["label_nodata"] == (~inside).sum() * 60
     # The same label colour-coded: pixels outside it are missing, not unknown colours.
     write(tmp_path / "label_rgb.tif", to_rgb(coarse), transform=from_origin(499996.0, 5400002.0,
@@ -414,7 +453,7 @@ def test_cli_writes_json_csv_plot_that_parse_back(tmp_path, capsys):
     assert code == 0, err
     report = json.loads(out["json"].read_text())
     keep = (label != 255) & (pred != 255)
-    assert report["confusion_matrix"] == confusion_matrix(label, pred, 6).tolist()
+    assert report["confusion_matrix"] == reference_confusion(label, pred, 6).tolist()
     assert report["oa"] == pytest.approx((label[keep] == pred[keep]).mean())
     assert report["convention"] == "geoseg" and report["mmseg"]["convention"] == "mmseg"
     by_name = {c["name"]: c for c in report["classes"]}
@@ -466,7 +505,7 @@ def test_many_scenes_by_name_pool_into_one_matrix(tmp_path, capsys):
         label, pred = random_pair((30 + 7 * i, 25), seed=20 + i)
         write(tmp_path / "preds" / pred_name, pred)
         write(tmp_path / "gts" / label_name, label)
-        total += confusion_matrix(label, pred, 6)
+        total += reference_confusion(label, pred, 6)
     write(tmp_path / "gts" / "area3_label.tif", label)  # full label next to the eroded one
     preds = [tmp_path / "preds" / p for p, _ in names]
     pairs = pair_by_name(preds, tmp_path / "gts", eroded=True)

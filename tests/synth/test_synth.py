@@ -5,7 +5,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import tracemalloc
 
@@ -19,6 +18,8 @@ from rsseg.cli import run
 from rsseg.synth.layout import SceneLayout
 from rsseg.synth.render import SceneGrid, render_window
 from rsseg.synth.scene import FLOAT_NODATA, write_synthetic_scene
+
+from conftest import require_tool
 
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
 
@@ -263,13 +264,13 @@ def test_failure_midway_leaves_no_output(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdalinfo not installed")
 def test_gdal_reads_band_names_and_colour_table(scene):
     d, _ = scene
-    info = json.loads(subprocess.run(["gdalinfo", "-json", str(d / "scene.tif")], check=True,
+    gdalinfo = require_tool("gdalinfo")
+    info = json.loads(subprocess.run([gdalinfo, "-json", str(d / "scene.tif")], check=True,
                                      capture_output=True, text=True).stdout)
     assert [b["description"] for b in info["bands"]] == ["IR", "R", "G", "DSM"]
-    info = json.loads(subprocess.run(["gdalinfo", "-json", str(d / "labels.tif")], check=True,
+    info = json.loads(subprocess.run([gdalinfo, "-json", str(d / "labels.tif")], check=True,
                                      capture_output=True, text=True).stdout)
     entries = info["bands"][0]["colorTable"]["entries"]
     assert [e[:3] for e in entries[:6]] == [list(c) for c in ISPRS.colours]

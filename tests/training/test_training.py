@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,26 +27,22 @@ from rsseg.training.normalisation import scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
 from rsseg.training.scenes import SceneReader, inspect_scenes, pair_scenes
 
+from conftest import read_until_progress, rsseg_env, start_rsseg
+from tiny_network import TINY, build_tiny
+
 # Band means per class (IR, R, G, DSM): separable, as in real scenes where
 # buildings are high and vegetation is bright in IR.
 CLASS_MEANS = np.array([[0.2, 0.5, 0.3, 1.0], [0.5, 0.1, 0.7, 8.0], [0.7, 0.3, 0.5, 0.5],
                         [0.9, 0.2, 0.6, 5.0], [0.3, 0.9, 0.9, 1.5], [0.5, 0.5, 0.1, 2.0]],
                        np.float32)
 NOISE = 0.05
-TINY = "_test_training_tiny"
-
+# `rsseg` with the tiny network registered, for runs in a child process
+TINY_RSSEG = [sys.executable, str(Path(__file__).with_name("tiny_network.py"))]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    @register_model(TINY, listed=False)
-    def _build(in_channels, num_classes, width=8):
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
-            torch.nn.ReLU(), torch.nn.Dropout2d(0.1),  # dropout: resume must restore RNG too
-            torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(width, num_classes, 1))
-
+    register_model(TINY, listed=False)(build_tiny)
     yield TINY
     unregister_model(TINY)
 
@@ -266,14 +266,98 @@ def test_resume_after_interruption_gives_the_same_weights(scenes, tmp_path):
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
 
 
-def test_isprs_rgb_labels_train(tmp_path):
-    img, lab = write_scene(tmp_path, "rgb", 96, 5, rgb_labels=True)
-    cfg = TrainConfig(images=[img], labels=[lab], val_images=[img], val_labels=[lab],
-                      out_dir=str(tmp_path / "run"), model=TINY, label_format="isprs-rgb",
-                      crop=32, batch_size=2, epochs=1, steps_per_epoch=2, val_tile=64,
-                      min_class_pixels=1)
-    result = train(cfg, progress="off")
-    assert result.best_path.exists()
+# ----------------------------------------------------------------- interrupted in a real process
+
+def _cli_args(scenes, out, epochs: int = 3) -> list:
+    return ["train", "--images", scenes["train_a"][0], scenes["train_b"][0],
+            "--labels", scenes["train_a"][1], scenes["train_b"][1],
+            "--val-images", scenes["val"][0], "--val-labels", scenes["val"][1],
+            "--model", TINY, "-o", out, "--crop", "48", "--batch-size", "4",
+            "--epochs", str(epochs), "--steps-per-epoch", "40", "--lr", "0.01",
+            "--class-balance", "0.5", "--device", "cpu", "--seed", "3", "--progress-json"]
+
+
+def _train_child(argv) -> None:
+    done = subprocess.run(TINY_RSSEG + [str(a) for a in argv], capture_output=True, text=True,
+                          env=rsseg_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+def _stop_in_second_epoch(argv, how: str) -> subprocess.Popen:
+    """Run ``rsseg train``; once epoch 2 reports progress (epoch 1's checkpoints are
+    written), stop it ``how``: SIGTERM, SIGINT (Ctrl-C in a foreground run) or SIGKILL."""
+    proc = start_rsseg(argv, command=TINY_RSSEG)
+    try:
+        if not read_until_progress(proc, "epoch 2/"):
+            pytest.fail(f"the run ended before epoch 2: {proc.stderr.read()}")
+        proc.send_signal({"sigterm": signal.SIGTERM, "sigint": signal.SIGINT,
+                          "kill-9": signal.SIGKILL}[how])
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    expected = {"sigterm": (143, ["rsseg: terminated"]), "sigint": (130, ["rsseg: interrupted"]),
+                "kill-9": (-signal.SIGKILL, [])}[how]
+    # (click echoes a newline on Ctrl-C, to end the terminal's "^C" line)
+    assert (proc.returncode, [line for line in err.splitlines() if line.strip()]) == expected
+    return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_cli_run(scenes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "full"
+    _train_child(_cli_args(scenes, out))
+    return out
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigint", "kill-9"])
+def test_train_stopped_then_resumed_gives_bit_identical_weights(how, scenes,
+                                                               uninterrupted_cli_run, tmp_path):
+    """Stopped mid-epoch (any way), the run keeps epoch 1's complete checkpoints and
+    ``--resume`` ends with the same weights, to the bit, as a run never stopped."""
+    out = tmp_path / "cut"
+    _stop_in_second_epoch(_cli_args(scenes, out), how)
+    for name in ("best.pt", "last.pt"):  # whole, loadable, from epoch 1
+        assert load_checkpoint(out / name).training["epoch"] == 1
+    if how != "kill-9":  # a cleaned-up stop leaves no temporary file
+        assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv",
+                                                         "log.json"]
+    _train_child(["train", "--resume", out, "--progress-json"])
+    for name in ("last.pt", "best.pt"):
+        full, resumed = _weights(uninterrupted_cli_run / name), _weights(out / name)
+        assert full["training"]["epoch"] == resumed["training"]["epoch"]
+        assert full["state_dict"].keys() == resumed["state_dict"].keys()
+        for key, value in full["state_dict"].items():
+            assert torch.equal(value, resumed["state_dict"][key]), (name, key)
+    history = json.loads((out / "log.json").read_text())
+    reference = json.loads((uninterrupted_cli_run / "log.json").read_text())
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in reference]
+    assert len(history) == 3
+
+
+def test_isprs_rgb_labels_train_as_their_class_ids(tmp_path):
+    """ISPRS colour labels decode to the class ids: training on them gives, to the bit, the
+    weights and validation scores of training on the same labels written as ids."""
+    results = {}
+    for label_format, rgb in (("isprs-rgb", True), ("index", False)):
+        d = tmp_path / label_format
+        d.mkdir()
+        img, lab = write_scene(d, "scene", 96, 5, rgb_labels=rgb)
+        cfg = TrainConfig(images=[img], labels=[lab], val_images=[img], val_labels=[lab],
+                          out_dir=str(d / "run"), model=TINY, label_format=label_format,
+                          crop=32, batch_size=2, epochs=1, steps_per_epoch=3, val_tile=64,
+                          min_class_pixels=1)
+        results[label_format] = train(cfg, progress="off")
+    rgb, ids = results["isprs-rgb"], results["index"]
+    assert rgb.history[0]["val_iou"] == ids.history[0]["val_iou"]
+    assert rgb.history[0]["train_loss"] == ids.history[0]["train_loss"]
+    for key, value in ids.model.state_dict().items():
+        assert torch.equal(rgb.model.state_dict()[key], value), key
+    assert load_checkpoint(rgb.best_path).training["label_format"] == "rgb"
 
 
 # ----------------------------------------------------------------- bad input
@@ -402,3 +486,85 @@ def test_backbone_only_classifier_is_refused_for_training():
         build_model("lwganet_l0_cls", in_channels=4, num_classes=6)
     with pytest.raises(ModelError, match="unknown model"):
         build_model("no_such_net", in_channels=4, num_classes=6)
+
+
+# ----------------------------------------------------------------- options, each for its effect
+
+def _split_dsm(image: str, d) -> tuple[str, str]:
+    """The 4-band scene as a 3-band image plus its DSM band in a file of its own."""
+    with rasterio.open(image) as src:
+        data, profile = src.read(), src.profile
+    stem = Path(image).stem
+    paths = d / f"{stem}_rgb.tif", d / f"{stem}_dsm.tif"
+    for path, bands in zip(paths, (data[:3], data[3:])):
+        with rasterio.open(path, "w", **dict(profile, count=len(bands))) as dst:
+            dst.write(bands)
+    return str(paths[0]), str(paths[1])
+
+
+def _cli_train(scenes, out, *options, images=None, val_images=None) -> dict:
+    """``rsseg train`` in this process; returns last.pt (weights, config, normalisation)."""
+    images = images or [scenes["train_a"][0], scenes["train_b"][0]]
+    args = ["train", "--images", *images, "--labels", scenes["train_a"][1], scenes["train_b"][1],
+            "--val-images", *(val_images or [scenes["val"][0]]), "--val-labels", scenes["val"][1],
+            "--model", TINY, "-o", str(out), "--crop", "32", "--batch-size", "2",
+            "--epochs", "1", "--steps-per-epoch", "4", "--device", "cpu", "--no-progress",
+            *options]
+    assert run_cli(args) == 0
+    return torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dsm_files_and_loader_workers_train_as_the_stacked_scene(scenes, tmp_path):
+    """--dsm/--val-dsm append each file's band after its image's bands: training on RGB +
+    DSM files gives, to the bit, the run on the 4-band scenes; --workers 1 (windows read in
+    a worker process) changes nothing either."""
+    stacked = _cli_train(scenes, tmp_path / "stacked")
+    split = {name: _split_dsm(scenes[name][0], tmp_path) for name in ("train_a", "train_b", "val")}
+    separate = _cli_train(
+        scenes, tmp_path / "separate", "--dsm", split["train_a"][1], split["train_b"][1],
+        "--val-dsm", split["val"][1], "--workers", "1",
+        images=[split["train_a"][0], split["train_b"][0]], val_images=[split["val"][0]])
+    # the same means and deviations; the appended band is named for what it is
+    assert separate["bands"] == dict(stacked["bands"], names=["B1", "B2", "B3", "DSM"])
+    assert _same_weights(separate["state_dict"], stacked["state_dict"])
+    assert separate["resume"]["history"][0]["train_loss"] == \
+        stacked["resume"]["history"][0]["train_loss"]
+    assert separate["resume"]["config"]["workers"] == 1
+
+
+def test_model_config_and_exclude_from_mean(scenes, tmp_path):
+    last = _cli_train(scenes, tmp_path / "run", "--model-config", '{"width": 4}',
+                      "--exclude-from-mean", "clutter", "--exclude-from-mean", "car")
+    assert last["model"]["config"]["width"] == 4
+    assert last["state_dict"]["0.weight"].shape == (4, 4, 3, 3)  # the network built with it
+    entry = last["resume"]["history"][0]
+    kept = [v for name, v in entry["val_iou"].items()
+            if name not in ("clutter", "car") and v is not None]
+    assert entry["val_miou"] == pytest.approx(np.mean(kept))
+    assert last["training"]["exclude_from_mean"] == ["clutter", "car"]
+
+
+def test_channels_last_and_amp_on_cpu(scenes, tmp_path):
+    """--channels-last on changes the memory layout, not the result; --amp on (bfloat16 on
+    CPU) changes the arithmetic: other weights, still a sound run."""
+    plain = _cli_train(scenes, tmp_path / "plain", "--channels-last", "off", "--amp", "off")
+    nhwc = _cli_train(scenes, tmp_path / "nhwc", "--channels-last", "on", "--amp", "off")
+    amp = _cli_train(scenes, tmp_path / "amp", "--channels-last", "off", "--amp", "on")
+    # (Adam divides by the gradient's magnitude, so rounding-level differences of another
+    # convolution kernel reach the weights at the scale of one step: compare at that scale)
+    for key, value in plain["state_dict"].items():
+        torch.testing.assert_close(nhwc["state_dict"][key], value, rtol=0, atol=1e-3)
+    for metric in ("train_loss", "val_oa"):
+        assert nhwc["resume"]["history"][0][metric] == pytest.approx(
+            plain["resume"]["history"][0][metric], rel=1e-4)
+    assert not _same_weights(amp["state_dict"], plain["state_dict"])
+    loss = plain["resume"]["history"][0]["train_loss"]
+    assert amp["resume"]["history"][0]["train_loss"] == pytest.approx(loss, rel=0.1)
+    assert all(torch.isfinite(v).all() for v in amp["state_dict"].values()
+               if v.is_floating_point())
+    assert (nhwc["resume"]["config"]["channels_last"], amp["resume"]["config"]["amp"]) == \
+        ("on", "on")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
@@ -25,6 +24,8 @@ from scipy import ndimage
 
 from rsseg.classes import ISPRS
 from rsseg.cli import run
+
+from conftest import require_tool
 from rsseg.errors import InputError, OutputError
 from rsseg.vectorize.streaming import vectorize_raster
 
@@ -372,17 +373,12 @@ def test_geopackage_is_readable_and_styled(tmp_path):
     assert list(gdf.columns) == ["class_id", "class_name", "area_m2", "perimeter_m", "geometry"]
     assert sorted(os.listdir(tmp_path)) == ["c.tif", "styled.gpkg", "styled.qml"]
 
-    ogrinfo = shutil.which("ogrinfo")
-    if ogrinfo is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("ogrinfo (gdal-bin) must be installed under CI")
-    else:
-        res = subprocess.run([ogrinfo, "-so", str(out), "landcover"], capture_output=True,
-                             text=True, timeout=60)
-        assert res.returncode == 0, res.stderr
-        assert "Warning" not in res.stderr and "ERROR" not in res.stderr, res.stderr
-        assert f"Feature Count: {len(gdf)}" in res.stdout
-        assert "Geometry: Polygon" in res.stdout
+    res = subprocess.run([require_tool("ogrinfo"), "-so", str(out), "landcover"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "Warning" not in res.stderr and "ERROR" not in res.stderr, res.stderr
+    assert f"Feature Count: {len(gdf)}" in res.stdout
+    assert "Geometry: Polygon" in res.stdout
 
     with sqlite3.connect(out) as con:
         rows = con.execute("SELECT f_table_catalog, f_table_schema, f_table_name, "
