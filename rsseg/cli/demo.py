@@ -1,4 +1,5 @@
-"""``rsseg demo``: synth -> predict (bundled weights) -> vectorize -> score -> quicklook."""
+"""``rsseg demo``: synth -> predict (bundled weights) -> vectorize -> score -> quicklook,
+then the shipped real image -> predict (real-imagery weights) -> score -> quicklook."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import click
 from rsseg.cli.options import common_options
 
 
-@click.command(short_help="Run the whole pipeline on a synthetic scene (make demo).")
+@click.command(short_help="Run the pipeline on a synthetic scene and a real image (make demo).")
 @click.option("--out", "out_dir", default="demo_out", show_default=True,
               type=click.Path(file_okay=False), help="Directory for the demo's files.")
 @click.option("--model", default="bafnet", show_default=True, help="Network (rsseg models).")
@@ -19,10 +20,16 @@ from rsseg.cli.options import common_options
               help="Scene seed (the bundled weights never saw seed 7).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
+@click.option("--real/--no-real", default=True, show_default=True,
+              help="Also segment the shipped real satellite image (Dubai) with the bundled "
+                   "real-imagery weights (baff_skipnet, tag dubai-aerial).")
 @common_options
-def demo(out_dir, model, weights, size, seed, device, overwrite, progress, progress_json):
+def demo(out_dir, model, weights, size, seed, device, real, overwrite, progress, progress_json):
     """Synthesise a scene, predict it with the bundled weights, vectorize the classes to a
-    GeoPackage, score them against the scene's labels and draw a quicklook PNG.
+    GeoPackage, score them against the scene's labels and draw a quicklook PNG. Then
+    segment a real 512x512 satellite image of Dubai shipped with rsseg (credit: Humans in
+    the Loop / MBRSC, CC0) with the real-imagery weights, which never saw its area, and
+    score it against its hand-made label.
 
     The demo's own files in --out are replaced on every run (--overwrite is implied).
 
@@ -39,7 +46,7 @@ def demo(out_dir, model, weights, size, seed, device, overwrite, progress, progr
         click.echo(message, err=mode == "json")
 
     result = run_demo(out_dir, model=model, weights=weights, size=size, seed=seed,
-                      device=device, progress=mode, say=say)
+                      device=device, progress=mode, say=say, real=real)
     say("")
     say(result["table"])
     say("")
@@ -52,3 +59,16 @@ def demo(out_dir, model, weights, size, seed, device, overwrite, progress, progr
     files = result["files"]
     say(f"outputs in {files['out_dir']}: scene.tif, labels.tif, classes.tif (COG), "
         f"classes.gpkg ({result['features']} polygons), score.json, quicklook.png")
+    if real:
+        _say_real(result["real"], say)
+
+
+def _say_real(real: dict, say) -> None:
+    say("")
+    say(f"Real image: {real['image']}")
+    say(f"({real['credit']}); scored against its label, unlabeled pixels ignored:")
+    say(real["table"])
+    say(f"weights: {real['weights']}")
+    say(f"NOTE: {real['note']}")
+    say("outputs (not georeferenced, like the JPEG: pixel grid only): real_classes.tif (COG), "
+        "real_labels.tif, real_score.json, real_quicklook.png")

@@ -14,7 +14,7 @@ from rsseg.weights.bundled import bundled_weights
 from rsseg.checkpoint import load_checkpoint
 from rsseg.classes import ISPRS
 from rsseg.cli import run as run_cli
-from rsseg.demo import colourise, run_demo
+from rsseg.demo import colourise, real_image_files, run_demo
 from rsseg.models import register_model, unregister_model
 from rsseg.synth.scene import write_synthetic_scene
 from rsseg.training import TrainConfig, train
@@ -49,7 +49,7 @@ def test_demo_runs_every_stage_and_outputs_agree(tiny_checkpoint, tmp_path):
     messages = []
     out = tmp_path / "demo"
     result = run_demo(out, model=TINY, weights=str(tiny_checkpoint), size=200, seed=11,
-                      progress="off", say=messages.append)
+                      progress="off", say=messages.append, real=False)
     assert [m.split()[0] for m in messages] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
     assert result["note"] == "tiny test weights"
     with rasterio.open(out / "scene.tif") as scene, rasterio.open(out / "classes.tif") as cls, \
@@ -80,6 +80,33 @@ def test_demo_runs_every_stage_and_outputs_agree(tiny_checkpoint, tmp_path):
         assert area == pytest.approx((pred == class_id).sum() * pixel_area, rel=1e-6)
     png = (out / "quicklook.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_segments_the_shipped_real_image(tiny_checkpoint, tmp_path):
+    messages = []
+    out = tmp_path / "demo"
+    result = run_demo(out, model=TINY, weights=str(tiny_checkpoint), size=96, seed=11,
+                      progress="off", say=messages.append)
+    assert [m.split()[0] for m in messages] == [f"{i}/8" for i in range(1, 9)]
+    real = result["real"]
+    assert "Humans in the Loop / MBRSC" in real["credit"] and "MBRSC" in real["note"]
+    image, mask, credit = real_image_files()
+    assert "CC0" in credit.read_text()
+    with rasterio.open(out / "real_classes.tif") as cls, rasterio.open(image) as img:
+        assert cls.shape == img.shape == (512, 512) and cls.crs is None  # pixel grid kept
+        assert cls.tags()["CLASS_NAMES"] == "building,land,road,vegetation,water"
+        pred = cls.read(1)
+    with rasterio.open(mask) as m:
+        rgb = m.read().transpose(1, 2, 0)
+    label = np.full(rgb.shape[:2], 255, np.uint8)  # independent decode of the colour mask
+    for i, colour in enumerate(load_checkpoint(real["weights"]).classes.colours):
+        label[np.all(rgb == colour, axis=-1)] = i
+    keep = (label < 5) & (pred < 5)
+    cm = np.zeros((5, 5), np.int64)
+    np.add.at(cm, (label[keep].astype(np.int64), pred[keep].astype(np.int64)), 1)
+    saved = json.loads((out / "real_score.json").read_text())
+    assert saved["confusion_matrix"] == cm.tolist()
+    assert (out / "real_quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_colourise_uses_class_colours_and_black_nodata():
