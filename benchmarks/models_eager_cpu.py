@@ -14,10 +14,8 @@ from __future__ import annotations
 import time
 
 import torch
-
-from rsseg.models import create_model, list_models
-
 from _speed import median_and_best, speed_arguments  # benchmarks/ is on sys.path
+from rsseg.models import create_model, list_models
 
 
 def time_forward(model: torch.nn.Module, x: torch.Tensor) -> float:

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from rsseg.checkpoint import Checkpoint
-from rsseg.predict.predictor import TorchPredictor
-from rsseg.predict.onnx_predictor import OnnxPredictor
+from _speed import median_and_best, speed_arguments  # benchmarks/ is on sys.path
 from rsseg.models import create_model, list_models
 
-from _speed import median_and_best, speed_arguments  # benchmarks/ is on sys.path
+from rsseg.checkpoint import Checkpoint
 from rsseg.export.onnx import export_checkpoint
+from rsseg.predict.onnx_predictor import OnnxPredictor
+from rsseg.predict.predictor import TorchPredictor
 
 
 def export(name: str, size: int, folder: Path) -> tuple[torch.nn.Module, Path, str]:

@@ -88,7 +88,7 @@ def child(opts) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from rsseg.predict.engine import predict_scene
+    from rsseg import PredictSettings, predict_scene
 
     if opts.predictor == "numpy":
         predictor = NullPredictor(opts.tile)
@@ -100,9 +100,9 @@ def child(opts) -> None:
     out = Path(opts.out)
     batch = opts.batch_size if opts.batch_size == "auto" else int(opts.batch_size)
     t0 = time.perf_counter()
-    result = predict_scene(opts.scene, out, predictor, None, tile=opts.tile,
-                           overlap=opts.overlap, blend="cosine", batch_size=batch,
-                           overwrite=True, readers=opts.readers)
+    settings = PredictSettings(tile=opts.tile, overlap=opts.overlap, blend="cosine",
+                               batch_size=batch, overwrite=True, readers=opts.readers)
+    result = predict_scene(opts.scene, out, predictor, settings)
     wall = time.perf_counter() - t0
     print(json.dumps({"wall": wall, "windows": result.windows,
                       "stages": getattr(result, "stages", {})}))

@@ -75,11 +75,11 @@ def forward_only(scene_path: Path, predictor, tile: int, overlap: int, batch: in
 
 
 def end_to_end(scene_path: Path, out: Path, predictor, tile: int, overlap: int, batch: int):
-    from rsseg.predict.engine import predict_scene
+    from rsseg import PredictSettings, predict_scene
 
+    settings = PredictSettings(tile=tile, overlap=overlap, batch_size=batch, overwrite=True)
     t0 = time.perf_counter()
-    result = predict_scene(scene_path, out, predictor, None, tile=tile, overlap=overlap,
-                           batch_size=batch, overwrite=True)
+    result = predict_scene(scene_path, out, predictor, settings)
     return time.perf_counter() - t0, result
 
 

@@ -22,50 +22,20 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rsseg.atomic import atomic_output
 from rsseg.classes import ISPRS, ClassScheme
 from rsseg.errors import ModelError
+from rsseg.io.normalization import Normalization
 
 FORMAT = "rsseg-checkpoint"
 FORMAT_VERSION = 1
-
-
-@dataclass
-class Normalization:
-    """Per-band ``(x - mean) / std`` applied to the bands in ``names`` order."""
-
-    names: list[str]
-    mean: list[float]
-    std: list[float]
-
-    def __post_init__(self):
-        if not (len(self.names) == len(self.mean) == len(self.std)):
-            raise ValueError("band names, means and stds must have the same length")
-
-    @property
-    def num_bands(self) -> int:
-        return len(self.names)
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) or (C, H, W) array -> float32 normalised."""
-        mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
-        return ((x.astype(np.float32, copy=False) - mean) / std).astype(np.float32, copy=False)
-
-    def to_dict(self) -> dict:
-        return {"names": list(self.names), "mean": [float(v) for v in self.mean],
-                "std": [float(v) for v in self.std]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
-        return cls(list(d["names"]), [float(v) for v in d["mean"]], [float(v) for v in d["std"]])
 
 
 @dataclass
@@ -175,7 +145,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not _looks_like_torch_save(path):  # text, image, ...: say so, not "refused"
         raise ModelError("not a checkpoint file (not a torch save file)", path)
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A pickle protocol other than torch's own: the weights-only loader says so
+            # before refusing (or loading) it; our one-line error is the message.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses pickles that reference arbitrary code/classes.
         raise ModelError("refused: not a plain rsseg checkpoint (it would need to run code "

@@ -183,16 +183,12 @@ def write_index_labels(mask: Path, out: Path, classes: ClassScheme) -> Path:
 
 def _check_model(model: str, weights) -> None:
     from rsseg.checkpoint import load_checkpoint
-    from rsseg.predict.predictor import check_model_name
-
-    from rsseg.weights.bundled import resolve_weights
+    from rsseg.predict.load import check_model_name, weights_file
 
     check_model_name(model)
-    weights = resolve_weights(model, weights)
-    if weights is None:
-        raise ModelError(f"no weights are bundled for model {model!r}; pass --weights PATH")
-    if weights != "random":
-        load_checkpoint(weights)
+    path = weights_file(model, weights)  # None: random weights
+    if path is not None:
+        load_checkpoint(path)
 
 
 def _prepare_dir(out: Path) -> DemoFiles:
@@ -204,19 +200,15 @@ def _prepare_dir(out: Path) -> DemoFiles:
 
 
 def _predict(image: Path, out: Path, model: str, weights, device, progress, step):
-    from rsseg.predict.predictor import TorchPredictor, resolve_model
-    from rsseg.predict.engine import predict_scene
     from rsseg.io.scene import Scene
+    from rsseg.predict.engine import predict_scene
+    from rsseg.predict.load import load_predictor
+    from rsseg.predict.settings import PredictSettings
 
     scene = Scene(image)
-    resolved = resolve_model(model, weights, scene.channels)
+    resolved = load_predictor(model, weights, channels=scene.channels, device=device)
     step(f"predicting {image.name} with {model} ({resolved.source}) -> {out}")
-    tile = int(resolved.tile.get("size") or 512)
-    overlap = min(int(resolved.tile.get("overlap", tile // 4)), tile - 1)
-    predictor = TorchPredictor(resolved.model, device, num_classes=resolved.classes.num_classes)
-    predict_scene(image, out, predictor, resolved.normalization,
-                  classes=resolved.classes, tile=tile, overlap=overlap, overwrite=True,
-                  progress=progress, scene=scene)
+    predict_scene(scene, out, resolved, PredictSettings(overwrite=True, progress=progress))
     return resolved
 
 

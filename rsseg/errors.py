@@ -29,3 +29,8 @@ class OutputError(RssegError):
 
 class ModelError(RssegError):
     """Unknown model, incompatible checkpoint or weights."""
+
+
+class UsageError(RssegError):
+    """The options contradict each other or the command (e.g. an output that is also an
+    input); the CLI exits with status 2, as for any other usage error."""

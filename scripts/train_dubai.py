@@ -240,6 +240,10 @@ def train(args) -> None:
               "mean": norm.mean, "std": norm.std, "load_s": round(time.time() - t_start, 1)})
     torch.manual_seed(args.seed)
     model = create_model(args.model, in_channels=3, num_classes=len(CLASS_NAMES)).train()
+    if args.init:  # continue from an earlier run's weights (a new schedule, same recipe)
+        from rsseg.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(args.init).build_model().float().state_dict())
     sampler = WindowSampler(train_images, norm, args.crop, args.scale_min, args.scale_max,
                             args.class_balance, args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -354,6 +358,8 @@ def main(argv=None) -> int:
     parser.add_argument("--class-balance", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                        help="start from these weights (e.g. the shipped dubai-aerial file)")
     parser.add_argument("--bundle", type=Path, default=None, metavar="BEST_PT",
                         help="only write the shipped fp16 weights from a finished run")
     args = parser.parse_args(argv)

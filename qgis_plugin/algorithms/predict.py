@@ -61,7 +61,8 @@ class PredictAlgorithm(RssegAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.DSM, self.tr("Digital surface model (for models that use one)"),
             optional=True))
-        # Unset: rsseg uses the checkpoint's training tile (else 512) and tile/4 overlap.
+        # Unset: rsseg uses the checkpoint's training tile (else 512) and its overlap when
+        # it fits the tile, else tile/4 (rsseg.predict.settings.resolve_tiling).
         self.addParameter(QgsProcessingParameterNumber(
             self.TILE, self.tr("Tile size (pixels; empty: the checkpoint's)"),
             QgsProcessingParameterNumber.Integer, minValue=16, maxValue=16384, optional=True))

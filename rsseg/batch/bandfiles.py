@@ -32,7 +32,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rsseg.batch.inputs import Mosaic, Tile, aligned, open_tiles, same_grid
+from rsseg.batch.inputs import Mosaic, Tile, aligned, open_tiles, share_a_vrt
 from rsseg.errors import InputError
 from rsseg.io.scene import BandFile, NoCRSWarning, Scene, open_raster
 
@@ -149,7 +149,7 @@ class TileExtras:
                 file.col, file.row = tile.col, tile.row
             return _Source(str(vrt), Mosaic(mosaic.index, files, mosaic.width, mosaic.height,
                                              mosaic.transform))
-        odd = [f for f in files[1:] if not same_grid(files[0], f)]
+        odd = [f for f in files[1:] if not share_a_vrt(files[0], f)]
         if odd:
             raise InputError(f"the {option_name(extra)} files of neighbouring tiles are not on "
                              f"one pixel grid (also {files[0].path}); --align reprojects a "

@@ -9,7 +9,7 @@ Plan:
 
 1. resolve the inputs (:mod:`rsseg.batch.inputs`) and group touching tiles on
    one pixel grid into mosaics; a tile is predicted as a *region* of its mosaic
-   (:func:`rsseg.predict.engine.predict_scene` ``region=``), so its border
+   (:func:`rsseg.predict_scene` with ``PredictSettings(region=...)``), so its border
    windows see the neighbours and the result equals predicting the whole
    mosaic. The worker reads it through a VRT of the mosaic's size that lists
    only the tile's context tiles (``out/.rsseg/inputs/<tile>.vrt``, written just
@@ -63,7 +63,7 @@ MIN_IN_FLIGHT = 16
 
 @dataclass
 class BatchOptions:
-    model: str = "bafnet"
+    model: str | None = None  # None: the checkpoint's network, else bafnet (load_predictor)
     weights: str | None = None
     seed: int = 0
     bands: tuple[int, ...] | None = None
@@ -97,6 +97,8 @@ class BatchSummary:
     vector: Path | None = None
     seconds: float = 0.0
     run_id: str = ""
+    notes: list[str] = field(default_factory=list)  # what the weights are (load_predictor)
+    model: str = ""  # the network that ran
     plan: list[str] | None = None  # --dry-run: the plan, nothing was run
 
     def lines(self) -> list[str]:
@@ -104,7 +106,7 @@ class BatchSummary:
             return self.plan
         head = (f"batch: {len(self.done)} tile(s) predicted, {len(self.skipped)} already done, "
                 f"{len(self.failed)} failed ({self.seconds:.1f} s)")
-        return [head] + [f"failed: {error}" for error in self.failed.values()]
+        return self.notes + [head] + [f"failed: {error}" for error in self.failed.values()]
 
 
 @dataclass
@@ -133,7 +135,8 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     extras = TileExtras(options.band_files, options.bands, options.align, tiles)
     mosaics = group_mosaics(tiles)
     extras.check_mosaics(mosaics, out / INTERNAL_DIR)
-    _, settings = _settings(tiles, options, extras)
+    settings, summary.notes = _settings(tiles, options, extras)
+    summary.model = settings["model"]
     if options.dry_run:
         return _dry_run(tiles, mosaics, extras, settings, out, options, summary, t0)
     if options.scheduler:  # a wrong address fails here, within the timeout, leaving nothing
@@ -356,39 +359,38 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
 
 def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     """Resolve the model once here (bad names or weights fail before any cluster starts)."""
-    from rsseg.predict.predictor import resolve_model
+    from rsseg.predict.load import load_predictor, weights_file
+    from rsseg.predict.settings import check_plan, resolve_tiling
 
     readable = [t for t in tiles if t.ok]
     if not readable:
         raise InputError(f"no input tile can be read; first problem: {tiles[0].error}")
     in_channels = (len(options.bands) if options.bands else readable[0].count) + extras.channels
-    resolved = resolve_model(options.model, options.weights, in_channels, seed=options.seed)
-    tile = options.tile or int(resolved.tile.get("size") or 512)
-    overlap = options.overlap
-    if overlap is None:
-        overlap = min(int(resolved.tile.get("overlap", tile // 4)), tile - 1)
-    if overlap >= tile:
-        raise InputError(f"overlap ({overlap}) must be smaller than the tile size ({tile})")
+    # The driver only checks the weights (on the CPU); the workers run the network on
+    # options.device (checked up front by the command for a local cluster).
+    resolved = load_predictor(options.model, options.weights, channels=in_channels,
+                              device="cpu", seed=options.seed)
+    tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
+    tile, overlap = tiling.tile, tiling.overlap
+    for t in readable:
+        check_plan(t.height, t.width, tiling, t.path)
     weights = options.weights
     if weights not in (None, "random"):
         weights = os.path.abspath(weights)
-    if weights is None:
-        from rsseg.weights.bundled import bundled_weights
-
-        bundled = bundled_weights(options.model)
-        weights_fp = fingerprint(bundled) if bundled else ""
-    else:
-        weights_fp = "" if weights == "random" else fingerprint(weights)
+    checkpoint = weights_file(options.model, weights)
+    weights_fp = fingerprint(checkpoint) if checkpoint else ""
     from rsseg import __version__
 
-    settings = {"rsseg": __version__, "model": options.model, "weights": weights,
+    settings = {"rsseg": __version__, "model": resolved.model_name, "weights": weights,
                 "weights_fingerprint": weights_fp, "seed": options.seed,
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
                 "vector": _vector_options(options) if options.vector else None,
                 **extras.settings(), **({"probs": True} if options.probs else {})}
-    return resolved, settings
+    # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
+    # in the summary; random-weights remarks are the user's own choice.
+    return settings, [line for line in resolved.notes if line.startswith("note: ")]
 
 
 def _vector_options(options: BatchOptions) -> dict:
@@ -401,7 +403,7 @@ def _input_vrt(out: Path, stem: str) -> str:
 
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
           extras: TileExtras) -> list[_Planned]:
-    spec = ModelSpec(options.model, settings["weights"], settings["weights_fingerprint"],
+    spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device)
     size, overlap = settings["tile"], settings["overlap"]
     settings_hash = digest(settings)
@@ -697,7 +699,7 @@ def _write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
         if options.vector:
             bar.update(1)
         return
-    _class_vrt(vrt, [p.tile for p in members], out, options)
+    _class_vrt(vrt, [p.tile for p in members], out)
     if options.probs:
         _confidence_vrt(conf, [p.tile for p in members], out)
         vector_opts = dict(vector_opts, probs=str(conf))
@@ -729,7 +731,7 @@ def _confidence_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
                      tags=meta["tags"], relative=True)
 
 
-def _class_vrt(path: Path, tiles: list[Tile], out: Path, options: BatchOptions) -> None:
+def _class_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
     from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
     from rsseg.classes import NODATA
     from rsseg.io.cog import class_metadata, read_classes

@@ -349,7 +349,7 @@ def _band_layout(tile: Tile) -> tuple:
     return tile.count, tuple(tile.dtypes), "nan" if nodata is not None and nodata != nodata else nodata
 
 
-def same_grid(a: Tile, b: Tile) -> bool:
+def share_a_vrt(a: Tile, b: Tile) -> bool:
     """Aligned, with the same bands (count, types, nodata): one VRT can read both."""
     return _band_layout(a) == _band_layout(b) and aligned(a, b)
 

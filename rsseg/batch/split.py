@@ -3,7 +3,7 @@
 One task per tile leaves workers idle when there are fewer tiles to do than
 workers (one huge orthophoto on a 2-worker cluster). Such tiles are then cut
 into row bands, each predicted by its own task as a region of the tile's mosaic
-(:func:`rsseg.predict.engine.predict_scene` ``region=``, so a band's pixels are the
+(:func:`rsseg.predict_scene` with ``PredictSettings(region=...)``, so a band's pixels are the
 whole tile's prediction cut to the band), and a last task on a worker stitches
 the bands into the tile's COG (and polygons). The result is the same file, pixel
 for pixel, as one task would write.

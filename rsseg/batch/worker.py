@@ -71,17 +71,16 @@ def worker_threads() -> int:
 
 
 def cached_predictor(spec: ModelSpec):
-    """``(predictor, resolved_model)`` for ``spec``, built once per process."""
+    """The :class:`~rsseg.predict.load.LoadedPredictor` for ``spec``, built once per process."""
     with _CACHE_LOCK:
         hit = _MODEL_CACHE.get(spec)
         if hit is None:
-            from rsseg.predict.predictor import TorchPredictor, resolve_model
+            from rsseg.predict.load import load_predictor
 
-            resolved = resolve_model(spec.name, spec.weights, spec.in_channels, seed=spec.seed)
-            predictor = TorchPredictor(resolved.model, spec.device,
-                                       num_classes=resolved.classes.num_classes)
+            hit = load_predictor(spec.name, spec.weights, channels=spec.in_channels,
+                                 device=spec.device, seed=spec.seed)
             _MODEL_CACHE.clear()  # one network per worker: a new job replaces the old one
-            _MODEL_CACHE[spec] = hit = (predictor, resolved)
+            _MODEL_CACHE[spec] = hit
             _MODEL_LOADS["count"] += 1
         return hit
 
@@ -124,8 +123,9 @@ def describe_error(exc: BaseException) -> str:
 def _predict_tile(job: TileJob) -> dict:
     import torch
 
-    from rsseg.predict.engine import predict_scene
     from rsseg.io.scene import Scene
+    from rsseg.predict.engine import predict_scene
+    from rsseg.predict.settings import PredictSettings
 
     t0 = time.perf_counter()
     threads = worker_threads()
@@ -133,14 +133,13 @@ def _predict_tile(job: TileJob) -> dict:
         torch.set_num_threads(threads)
     scene = Scene(job.source, bands=list(job.bands) if job.bands else None,
                   band_files=job.band_files, align=job.align)
-    predictor, resolved = cached_predictor(job.model)
+    predictor = cached_predictor(job.model)
     # One reader thread per worker thread: with one worker process per core, more
     # readers would only compete with the network for the same cores.
-    result = predict_scene(job.source, job.output, predictor, resolved.normalization,
-                           classes=resolved.classes, tile=job.tile, overlap=job.overlap,
-                           blend=job.blend, batch_size=job.batch_size, probs=job.probs,
-                           overwrite=True,
-                           progress="off", readers=threads, scene=scene, region=job.region)
+    settings = PredictSettings(tile=job.tile, overlap=job.overlap, blend=job.blend,
+                               batch_size=job.batch_size, readers=threads, probs=job.probs,
+                               overwrite=True, region=job.region)
+    result = predict_scene(scene, job.output, predictor, settings)
     if job.vector:
         from rsseg.vectorize.streaming import vectorize_raster
 

@@ -5,7 +5,7 @@ One module per command (``rsseg/cli/<command>.py``), shared options in
 and ``rsseg --version`` do not pay for importing torch.
 
 Error contract: a :class:`rsseg.errors.RssegError` (or an I/O error) becomes one
-line on stderr and exit status 1; usage errors exit 2; Ctrl-C / SIGTERM exit
+line on stderr and exit status 1; usage errors (click's, :class:`rsseg.errors.UsageError`) exit 2; Ctrl-C / SIGTERM exit
 130 / 143. A traceback is printed only with ``--debug`` (or ``RSSEG_DEBUG=1``).
 """
 
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
 
 def run(argv, debug: bool = False) -> int:
     """Run the CLI and map every failure to an exit status and one stderr line."""
-    from rsseg.errors import RssegError
+    from rsseg.errors import RssegError, UsageError
 
     try:
         rv = cli.main(args=argv, prog_name="rsseg", standalone_mode=False)
@@ -123,6 +123,9 @@ def run(argv, debug: bool = False) -> int:
     except Interrupted:
         _fail("terminated", debug)
         return 143
+    except UsageError as exc:
+        _fail(f"usage error: {exc}", debug)
+        return 2
     except RssegError as exc:
         _fail(f"error: {exc}", debug)
         return 1

@@ -13,8 +13,9 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.option("-o", "--output", "out_dir", required=True,
               help="Output directory (created if missing): one class raster per tile, "
                    "mosaic.vrt, batch.sqlite (the job's state: see `rsseg batch-status`).")
-@click.option("--model", "model_name", default="bafnet", show_default=True,
-              help="Network name (see `rsseg models`).")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="Network name (see `rsseg models`). Default: the network the --weights "
+                   "checkpoint names, else bafnet.")
 @click.option("--weights", default=None,
               help="A bundled tag (rsseg models), a checkpoint file, or 'random' for untrained "
                    "weights seeded by --seed. Default: the model's default bundled tag.")
@@ -89,7 +90,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
       rsseg batch tiles.txt -o out/ --weights w.pt --resume --dry-run
     """
     from rsseg.batch.driver import BatchOptions, run_batch
-    from rsseg.predict.predictor import check_model_name
+    from rsseg.predict.load import check_model_name
     from rsseg.progress import progress_mode
 
     if resume and overwrite:
@@ -98,11 +99,14 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
         raise click.BadParameter("needs --vector", param_hint="--simplify/--min-area")
     if tile is not None and overlap is not None and overlap >= tile:
         raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
+    from rsseg.predict.load import DEFAULT_MODEL
     from rsseg.weights.bundled import looks_like_tag, resolve_weights
 
-    check_model_name(model_name)
+    if model_name is not None:
+        check_model_name(model_name)  # before any input is read
     if weights is not None and looks_like_tag(weights) and weights != "random":
-        weights = resolve_weights(model_name, weights)  # the tag's file: workers load a path
+        # the tag's file: workers load a path
+        weights = resolve_weights(model_name or DEFAULT_MODEL, weights)
     if device == "cuda" and not scheduler:  # local workers: this machine's GPU, checked now
         from rsseg.predict.predictor import resolve_device
 
@@ -124,7 +128,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     if stac and not dry_run:  # an Item per finished tile and mosaic.stac.json, a Collection over them
         from rsseg.io.stac import write_batch_stac
 
-        write_batch_stac(out_dir, model_name, weights)
+        write_batch_stac(out_dir, summary.model, weights)
     for line in summary.lines():
         click.echo(f"rsseg: {line}", err=True)
     return 1 if summary.failed else 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+# Window layout shared by predict and batch: the library's one default
+# (rsseg.predict.settings imports nothing heavy, so --help stays fast).
+from rsseg.predict.settings import BLENDS, DEFAULT_TILE
 
 debug_option = click.option("--debug", is_flag=True, expose_value=False,
                             help="Show full tracebacks on errors.")
@@ -31,11 +34,6 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, i
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
-# Window layout shared by predict and batch. The blend names equal
-# rsseg.tiling.BLEND_MODES (a test checks it); not imported here to keep --help fast.
-BLENDS = ("crop", "mean", "linear", "cosine", "spline")
-DEFAULT_TILE = 512
-
 
 def window_options(f):
     """--tile, --overlap, --blend."""
@@ -43,8 +41,8 @@ def window_options(f):
         click.option("--tile", type=click.IntRange(min=16), default=None,
                      help=f"Window size in pixels. Default: the checkpoint's, else {DEFAULT_TILE}."),
         click.option("--overlap", type=click.IntRange(min=0), default=None,
-                     help="Overlap between windows in pixels. Default: the checkpoint's, "
-                          "else tile/4."),
+                     help="Overlap between windows in pixels. Default: the checkpoint's when "
+                          "it is at most half the tile, else tile/4."),
         click.option("--blend", type=click.Choice(BLENDS), default="cosine", show_default=True,
                      help="How overlapping windows are combined."),
     )):

@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import (DEFAULT_TILE, common_options, parse_band_files, parse_bands,
-                               seed_option, stac_option, window_options)
+from rsseg.cli.options import (common_options, parse_band_files, parse_bands, rate,
+                               report_done, seed_option, stac_option, window_options)
 
-DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
-
-
-def _check_distinct_outputs(inputs, output, probs, vector) -> None:
-    """No output may overwrite an input (even with --overwrite), or another output."""
-    import os
-
-    seen = {os.path.realpath(path): "input" for path in inputs if path}
-    for path, option in ((output, "-o/--output"), (probs, "--probs"), (vector, "--vector")):
-        if path is None:
-            continue
-        other = seen.get(os.path.realpath(path))
-        if other:
-            raise click.BadParameter(f"{path} is also the {other} path", param_hint=option)
-        seen[os.path.realpath(path)] = option
 
 
 class BatchSize(click.ParamType):
@@ -45,8 +30,9 @@ class BatchSize(click.ParamType):
 @click.argument("input", metavar="INPUT")
 @click.option("-o", "--output", required=True, metavar="PATH",
               help="Class raster to write (Cloud-Optimized GeoTIFF).")
-@click.option("--model", "model_name", default="bafnet", show_default=True, metavar="NAME",
-              help="Network name (see `rsseg models`).")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="Network name (see `rsseg models`). Default: the network the --weights "
+                   "checkpoint names, else bafnet.")
 @click.option("--weights", default=None, metavar="TAG|PATH|random",
               help="A bundled tag (see `rsseg models`, e.g. isprs-synthetic), a checkpoint file, "
                    "or 'random' for untrained weights seeded by --seed. Default: the model's "
@@ -95,80 +81,16 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
       rsseg predict scene.tif --weights random --bands 1,2,3 -o classes.tif --probs conf.tif
       rsseg predict scene.tif -o classes.tif --probs conf.tif --vector classes.gpkg
     """
-    import warnings
-
-    from rsseg.atomic import check_output_path
-    from rsseg.predict.predictor import TorchPredictor, check_model_name, resolve_device, resolve_model
-    from rsseg.predict.engine import predict_scene
+    from rsseg.predict.run import predict_file
+    from rsseg.predict.settings import PredictSettings
     from rsseg.progress import progress_mode
-    from rsseg.io.scene import Scene
 
-    # Cheap checks first: nothing is read or computed before they pass.
-    _check_distinct_outputs([input, dsm] + [f.path for f in band_files], output, probs, vector)
-    check_output_path(output, overwrite)
-    if probs:
-        check_output_path(probs, overwrite)
-    if vector:
-        from rsseg.vectorize.streaming import qml_sidecar_path
-
-        check_output_path(vector, overwrite)
-        check_output_path(qml_sidecar_path(vector), overwrite)
-    if stac:
-        from rsseg.io.stac import check_item_path
-
-        check_item_path(output, overwrite)
-    if backend == "onnx" and weights in (None, "random"):
-        raise click.BadParameter("--backend onnx needs an exported model: --weights MODEL.onnx "
-                                 "(see `rsseg export`)", param_hint="--weights")
-    if backend == "torch":
-        check_model_name(model_name)
-        torch_device = resolve_device(device)  # --device cuda without a GPU fails here
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
-    for w in caught:
-        click.echo(f"rsseg: warning: {w.message}", err=True)
-    if backend == "onnx":
-        from rsseg.predict.onnx_predictor import resolve_onnx
-
-        resolved = resolve_onnx(weights, scene.channels, device)
-    else:
-        resolved = resolve_model(model_name, weights, scene.channels, seed=seed)
-    scaling = "inputs scaled by dtype (integers / dtype max, floats as they are)"
-    if weights == "random":
-        click.echo(f"rsseg: {model_name} runs with {resolved.source}, in_channels="
-                   f"{scene.channels}; {scaling}", err=True)
-    elif resolved.normalization is None:
-        click.echo(f"rsseg: warning: {resolved.source} has no band normalisation; {scaling}",
-                   err=True)
-    tile = tile or int(resolved.tile.get("size") or DEFAULT_TILE)
-    if overlap is None:
-        overlap = int(resolved.tile.get("overlap", tile // DEFAULT_OVERLAP_FRACTION))
-        overlap = min(overlap, tile - 1)
-    if overlap >= tile:
-        raise click.BadParameter(f"must be smaller than --tile ({tile})", param_hint="--overlap")
-    if backend == "onnx":
-        predictor = resolved.predictor
-        predictor.check_tile(tile)
-    else:
-        predictor = TorchPredictor(resolved.model, torch_device,
-                                   num_classes=resolved.classes.num_classes)
-    result = predict_scene(input, output, predictor, resolved.normalization,
-                           classes=resolved.classes, tile=tile, overlap=overlap, blend=blend,
-                           batch_size=batch_size, probs=probs, overwrite=overwrite,
-                           progress=progress_mode(progress, progress_json), scene=scene)
-    if result.windows and result.skipped == result.windows:
-        click.echo(f"rsseg: warning: {input}: every pixel read is nodata; the output is all "
-                   "nodata (255)", err=True)
-    if vector:
-        from rsseg.vectorize.streaming import vectorize_raster
-
-        vectorize_raster(output, vector, probs=probs, overwrite=overwrite,
-                         progress=progress_mode(progress, progress_json))
-    if stac:
-        from rsseg.io.stac import provenance, write_output_item
-
-        name = resolved.predictor.info.model_name if backend == "onnx" else model_name
-        write_output_item(output, classes_raster=output, confidence=probs, vector=vector,
-                          classes=resolved.classes, overwrite=overwrite,
-                          provenance=provenance(name, weights, input))
+    mode = progress_mode(progress, progress_json)
+    settings = PredictSettings(tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
+                               probs=probs, vector=vector, overwrite=overwrite, progress=mode)
+    result = predict_file(input, output, settings, model=model_name, weights=weights,
+                          backend=backend, device=device, seed=seed, bands=bands,
+                          band_files=band_files, dsm=dsm, align=align, stac=stac,
+                          say=lambda line: click.echo(f"rsseg: {line}", err=True))
+    report_done(f"wrote {result.describe()} in {rate(result.megapixels, result.seconds)}", mode,
+                **result.summary())

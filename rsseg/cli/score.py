@@ -64,8 +64,8 @@ def score(rasters, labels_dir, pairs_csv, classes, label_format, eroded, erode_r
     precision, recall, support) and OA, mIoU, mF1, kappa.
     """
     from rsseg.progress import log_message, progress_mode
-    from rsseg.score.rasters import score_many
     from rsseg.score.pairing import pair_by_name, read_pairs_csv
+    from rsseg.score.rasters import score_many
     from rsseg.score.report import check_report_paths, format_table, write_reports
 
     pairs = _pairs(rasters, labels_dir, pairs_csv, eroded, pair_by_name, read_pairs_csv)

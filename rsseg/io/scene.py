@@ -357,7 +357,7 @@ def default_normalization(scene: Scene):
     Integer bands are divided by their dtype's maximum (uint8 by 255, uint16 by
     65535, ...), so they land in 0..1; float bands are used as they are.
     """
-    from rsseg.checkpoint import Normalization
+    from rsseg.io.normalization import Normalization
 
     std = []
     for dtype in scene.dtypes:

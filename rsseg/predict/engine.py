@@ -13,8 +13,10 @@ on the host for any predictor callable, or on the GPU for a torch network on CUD
 (:mod:`rsseg.predict.device`), where scores never leave the device. Every run times
 its stages (:class:`StageClock`, in :attr:`PredictResult.stages`).
 
-:func:`predict_scene` is the library entry point used by ``rsseg predict``,
-the batch command and the QGIS plugin.
+:func:`predict_scene` is the library entry point (``from rsseg import
+predict_scene``); ``rsseg predict`` (which the QGIS plugin runs), ``rsseg batch``
+and ``rsseg demo`` reach it through :func:`rsseg.predict.run.predict_file`
+or directly.
 """
 
 from __future__ import annotations
@@ -26,24 +28,33 @@ import os
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 
-from rsseg.atomic import atomic_output, check_output_path, temporary_sibling
-from rsseg.checkpoint import Normalization
+from rsseg.atomic import atomic_output, temporary_sibling
 from rsseg.classes import ISPRS, NODATA, ClassScheme
-from rsseg.errors import InputError, OutputError
-from rsseg.predict.blend import StreamingBlender, window_order
-from rsseg.predict.runners import resolve_batch_size, window_runner
+from rsseg.errors import InputError
 from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog
+from rsseg.io.normalization import Normalization
 from rsseg.io.vrt import write_raw_vrt
-from rsseg.predict.sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
-from rsseg.progress import Progress
 from rsseg.io.scene import Scene, default_normalization
-from rsseg.tiling import BLEND_MODES, BlendWeights, WindowGrid
+from rsseg.progress import Progress
+from rsseg.tiling import BlendWeights, WindowGrid
+
+from .blend import StreamingBlender, window_order
+from .runners import resolve_batch_size, window_runner
+from .regions import CroppedSink, check_region, region_grid
+from .settings import (
+    PredictSettings,
+    Tiling,
+    check_outputs,
+    check_plan,
+    check_settings,
+    resolve_tiling,
+)
+from .sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
 
 # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; rasterio
 # takes GDAL_CACHEMAX in bytes (512 would mean 512 bytes). RSSEG_GDAL_CACHEMAX_MB
@@ -60,72 +71,110 @@ class PredictResult:
     skipped: int
     seconds: float
     forward_seconds: float
+    tile: int = 0
+    overlap: int = 0
+    vector: Path | None = None
+    features: int | None = None
+    megapixels: float = 0.0
+    stac: Path | None = None
     stages: dict = field(default_factory=dict)  # seconds per stage (see StageClock)
 
+    def describe(self) -> str:
+        """What was written, for a completion line."""
+        written = [self.output.name] + [p.name for p in (self.probs, self.vector, self.stac) if p]
+        polygons = f", {self.features} polygons" if self.features is not None else ""
+        nodata = f" ({self.skipped} all nodata)" if self.skipped else ""
+        return (f"{' + '.join(written)}{polygons} ({self.windows} windows of {self.tile} px, "
+                f"overlap {self.overlap}{nodata})")
 
-def predict_scene(input, output, predictor, normalization: Normalization | None = None, *,
-                  classes: ClassScheme = ISPRS, bands: list[int] | None = None, dsm=None,
-                  align: bool = False, band_files=(), tile: int = 512, overlap: int = 128,
-                  blend: str = "cosine", batch_size: int | str = 1, probs=None,
-                  overwrite: bool = False, progress: str = "off", readers: int = 2,
-                  on_scores: Callable | None = None, scene: Scene | None = None,
-                  region: tuple[int, int, int, int] | None = None) -> PredictResult:
-    """Predict a class raster (COG) for the scene ``input``.
+    def summary(self) -> dict:
+        """The result as plain JSON values (the ``--progress-json`` result event)."""
+        return {key: str(value) if isinstance(value, Path) else value
+                for key, value in vars(self).items()}
 
-    ``predictor`` maps normalised ``(N, C, H, W)`` float32 batches to class
-    probabilities ``(N, K, H, W)`` (see :mod:`rsseg.predict.predictor`); ``normalization``
-    is applied to the bands read (None: per-dtype defaults, see
-    :func:`rsseg.io.scene.default_normalization`). ``probs`` optionally names a
-    second COG of confidences (max probability * 255). ``on_scores(row_off,
-    col_off, scores, valid)`` receives every blended region (tests, diagnostics;
-    NumPy views valid during the call). ``batch_size`` is a number or ``"auto"``
-    (see :func:`rsseg.predict.runners.resolve_batch_size`); ``readers`` is the number
-    of threads GDAL decodes on. ``scene`` is an already opened :class:`~rsseg.io.scene.Scene` (else ``input``
-    is opened with ``bands``/``band_files``/``dsm``/``align``).
 
-    ``region`` ``(row_off, col_off, height, width)`` predicts only that part of
-    the scene: the output has the region's shape and georeferencing, and its
-    pixels equal the whole-scene prediction cut to the region (the windows and
-    blend weights are those of the whole scene's grid; only the windows touching
-    the region are run). ``rsseg batch`` uses it to predict each tile of a mosaic
-    with context from its neighbours (see :func:`region_grid`).
+def predict_scene(scene, output, predictor, settings: PredictSettings | None = None
+                  ) -> PredictResult:
+    """Predict a class raster (COG) for ``scene`` (a path, or an opened
+    :class:`~rsseg.io.scene.Scene` for band selection and stacked files).
+
+    ``predictor`` is any callable mapping a normalised float32 batch ``(N, C, H, W)``
+    to class probabilities ``(N, K, H, W)``, with a ``num_classes`` attribute (see
+    :mod:`rsseg.predict.predictor`). What it may carry besides is used:
+    ``normalization`` (applied to the bands read; else per-dtype scaling, see
+    :func:`rsseg.io.scene.default_normalization`), ``classes`` (the class scheme
+    written into the output; else ISPRS) and ``tile_hint`` (the tile and overlap it
+    was trained with) -- :func:`rsseg.predict.load.load_predictor` returns such a
+    predictor. ``settings`` (:class:`~rsseg.predict.settings.PredictSettings`) says
+    how: tiling, blend, batch and the other outputs.
+
+    Every output path is checked before anything is read, and each is written
+    under a temporary name and renamed into place when complete.
     """
-    _check_settings(tile, overlap, blend)
-    check_output_path(output, overwrite)
-    if probs is not None:
-        check_output_path(probs, overwrite)
-        if Path(probs).resolve() == Path(output).resolve():
-            raise OutputError("--probs must differ from the output path", probs)
-    if scene is None:
-        scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
-    norm = normalization or default_normalization(scene)
+    settings = settings or PredictSettings()
+    check_settings(settings)
+    scene = scene if isinstance(scene, Scene) else Scene(scene)
+    check_outputs(output, settings, inputs=[source.path for source in scene.sources])
+    return run_checked(scene, output, predictor, settings)
+
+
+def run_checked(scene: Scene, output, predictor, settings: PredictSettings) -> PredictResult:
+    """:func:`predict_scene` once its settings and output paths have been checked."""
+    tiling = resolve_tiling(settings.tile, settings.overlap, getattr(predictor, "tile_hint", None))
+    check_plan(scene.height, scene.width, tiling, scene.path)
+    if hasattr(predictor, "check_tile"):
+        predictor.check_tile(tiling.tile)
+    norm = getattr(predictor, "normalization", None) or default_normalization(scene)
     if norm.num_bands != scene.channels:
         raise InputError(f"the input provides {scene.channels} band(s) but the normalisation "
                          f"has {norm.num_bands} ({', '.join(norm.names)})", scene.path)
-    region = _check_region(region, scene)
-    batch_size = resolve_batch_size(batch_size, predictor, tile, scene.channels)
+    classes = getattr(predictor, "classes", None) or ISPRS
+    region = check_region(settings.region, scene)
+    t0 = time.perf_counter()
+    stats = _write_rasters(scene, output, predictor, norm, classes, tiling, region, settings)
+    if stats["windows"] and stats["skipped"] == stats["windows"]:
+        warnings.warn(f"{scene.path}: every pixel read is nodata; the output is all nodata "
+                      f"({NODATA})", stacklevel=2)
+    result = PredictResult(Path(output), Path(settings.probs) if settings.probs else None,
+                           stats["windows"], stats["skipped"], 0.0,
+                           stats["stages"].get("forward", 0.0), tiling.tile, tiling.overlap,
+                           megapixels=region[2] * region[3] / 1e6, stages=stats["stages"])
+    if settings.vector:
+        from rsseg.vectorize.streaming import vectorize_raster
+
+        summary = vectorize_raster(output, settings.vector, probs=settings.probs,
+                                   overwrite=settings.overwrite, progress=settings.progress)
+        result.vector, result.features = Path(settings.vector), summary.get("features")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _write_rasters(scene: Scene, output, predictor, norm: Normalization, classes: ClassScheme,
+                   tiling: Tiling, region, settings: PredictSettings) -> dict:
+    """The class raster (and the confidence raster) of ``region``, each written atomically."""
+    import rasterio
+
     out_h, out_w = region[2], region[3]
     out_transform = scene.transform
     if scene.transform is not None and (region[0] or region[1]):
         from affine import Affine
 
         out_transform = scene.transform @ Affine.translation(region[1], region[0])
-    import rasterio
-
-    t0 = time.perf_counter()
+    probs, overwrite = settings.probs, settings.overwrite
+    batch_size = resolve_batch_size(settings.batch_size, predictor, tiling.tile, scene.channels)
     clock = StageClock()
-    env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, tile),
-                       GDAL_NUM_THREADS=str(decode_threads(predictor, readers)))
+    env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, tiling.tile),
+                       GDAL_NUM_THREADS=str(decode_threads(predictor, settings.readers)))
     with env, scene, contextlib.ExitStack() as stack:
         final = stack.enter_context(atomic_output(output, overwrite))
-        final_probs = stack.enter_context(atomic_output(probs, overwrite)) if probs else None
         targets = [(final, "mode", class_metadata(classes), NODATA)]
         if probs:
+            final_probs = stack.enter_context(atomic_output(probs, overwrite))
             targets.append((final_probs, "average", confidence_metadata(), CONFIDENCE_NODATA))
         raws = [temporary_sibling(t[0], ".raw") for t in targets]
         stack.callback(_remove, raws + [r.with_suffix(".vrt") for r in raws])
-        stats = _run(scene, predictor, norm, classes, raws, tile, overlap, blend, batch_size,
-                     progress, on_scores, region, clock)
+        stats = _run(scene, predictor, norm, classes, raws, tiling, region, settings,
+                     batch_size, clock)
         with clock("COG finish"):
             vrts = []
             for raw, (dst, resampling, meta, nodata) in zip(raws, targets):
@@ -133,10 +182,8 @@ def predict_scene(input, output, predictor, normalization: Normalization | None 
                 write_raw_vrt(vrts[-1], raw, out_w, out_h, scene.crs, out_transform, nodata,
                               **meta)
             _finish_cogs([(vrt, t[0], t[1]) for vrt, t in zip(vrts, targets)])
-    stages = clock.stages()
-    return PredictResult(Path(output), Path(probs) if probs else None, stats["windows"],
-                         stats["skipped"], time.perf_counter() - t0, stages.get("forward", 0.0),
-                         stages)
+    stats["stages"] = clock.stages()
+    return stats
 
 
 def _finish_cogs(jobs: list) -> None:
@@ -178,83 +225,6 @@ def gdal_cache_bytes(scene: Scene, tile: int) -> int:
     return max(GDAL_CACHE_MIN_BYTES, int(1.25 * tile * scene.width * scene.bytes_per_pixel))
 
 
-def _check_settings(tile: int, overlap: int, blend: str) -> None:
-    if tile < 16:
-        raise InputError(f"tile size must be at least 16, got {tile}")
-    if not 0 <= overlap < tile:
-        raise InputError(f"overlap must be between 0 and tile-1 ({tile - 1}), got {overlap}")
-    if blend not in BLEND_MODES:
-        raise InputError(f"unknown blend mode {blend!r}; choose from {', '.join(BLEND_MODES)}")
-
-
-def _check_region(region, scene: Scene) -> tuple[int, int, int, int]:
-    """The whole scene when ``region`` is None; else the region, checked to lie inside it."""
-    if region is None:
-        return (0, 0, scene.height, scene.width)
-    row_off, col_off, height, width = (int(v) for v in region)
-    if (row_off < 0 or col_off < 0 or height < 1 or width < 1
-            or row_off + height > scene.height or col_off + width > scene.width):
-        raise InputError(f"region (row {row_off}, col {col_off}, {height}x{width}) is not inside "
-                         f"the {scene.height}x{scene.width} scene", scene.path)
-    return (row_off, col_off, height, width)
-
-
-class _ShiftedWeights:
-    """The blend weights of a sub-grid: those of the same windows in the whole grid."""
-
-    def __init__(self, weights: BlendWeights, row0: int, col0: int):
-        self.weights, self.row0, self.col0 = weights, row0, col0
-        self.rows, self.cols = weights.rows[row0:], weights.cols[col0:]  # 1-D, as BlendWeights
-
-    def window(self, row: int, col: int) -> np.ndarray:
-        return self.weights.window(row + self.row0, col + self.col0)
-
-
-def region_grid(grid: WindowGrid, weights: BlendWeights, region: tuple[int, int, int, int]):
-    """The windows of ``grid`` that touch ``region``, as a grid of their own.
-
-    Returns ``(sub_grid, sub_weights, (row_off, col_off))``: a :class:`WindowGrid`
-    over the extent of those windows (starting at ``(row_off, col_off)`` in the
-    scene), whose windows are exactly the whole grid's, shifted, and whose
-    weights are the whole grid's. Every pixel of the region is covered by the
-    same windows with the same weights, blended in the same order, so the region
-    comes out identical to a whole-scene prediction.
-    """
-    r0, c0, h, w = region
-    rows = _touching(grid.row_starts, grid.tile_height, r0, r0 + h)
-    cols = _touching(grid.col_starts, grid.tile_width, c0, c0 + w)
-    top, left = grid.row_starts[rows[0]], grid.col_starts[cols[0]]
-    bottom = grid.row_starts[rows[-1]] + grid.tile_height
-    right = grid.col_starts[cols[-1]] + grid.tile_width
-    sub = WindowGrid(bottom - top, right - left, grid.tile, grid.overlap)
-    if (sub.row_starts != [s - top for s in grid.row_starts[rows[0]:rows[-1] + 1]]
-            or sub.col_starts != [s - left for s in grid.col_starts[cols[0]:cols[-1] + 1]]):
-        raise RuntimeError("internal error: the region's windows do not form a sub-grid")
-    return sub, _ShiftedWeights(weights, rows[0], cols[0]), (top, left)
-
-
-def _touching(starts: list[int], size: int, lo: int, hi: int) -> list[int]:
-    """Indices of the windows ``[start, start + size)`` that intersect ``[lo, hi)``."""
-    return [k for k, s in enumerate(starts) if s < hi and s + size > lo]
-
-
-class _CroppedSink:
-    """Pass on only the part of each blended region inside ``region`` (in its own coordinates)."""
-
-    def __init__(self, sink, row_off: int, col_off: int, height: int, width: int):
-        self.sink, self.r0, self.c0, self.h, self.w = sink, row_off, col_off, height, width
-
-    def __call__(self, row_off: int, col_off: int, scores: np.ndarray, valid: np.ndarray) -> None:
-        h, w = valid.shape
-        top, left = max(row_off, self.r0), max(col_off, self.c0)
-        bottom, right = min(row_off + h, self.r0 + self.h), min(col_off + w, self.c0 + self.w)
-        if bottom <= top or right <= left:
-            return
-        rows = slice(top - row_off, bottom - row_off)
-        cols = slice(left - col_off, right - col_off)
-        self.sink(top - self.r0, left - self.c0, scores[:, rows, cols], valid[rows, cols])
-
-
 def _remove(paths) -> None:
     for p in paths:
         for side in ("", ".aux.xml", ".ovr", ".msk"):
@@ -263,28 +233,29 @@ def _remove(paths) -> None:
 
 
 def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raws: list,
-         tile: int, overlap: int, blend: str, batch_size: int, progress: str, on_scores,
-         region: tuple[int, int, int, int], clock: StageClock) -> dict:
+         tiling: Tiling, region: tuple[int, int, int, int], settings: PredictSettings,
+         batch_size: int, clock: StageClock) -> dict:
     """Stream every window through read -> predict -> blend -> write."""
-    grid = WindowGrid(scene.height, scene.width, tile, overlap)
-    weights = BlendWeights(grid, blend)
+    grid = WindowGrid(scene.height, scene.width, tiling.tile, tiling.overlap)
+    weights = BlendWeights(grid, settings.blend)
     origin = (0, 0)
     if region != (0, 0, scene.height, scene.width):
         grid, weights, origin = region_grid(grid, weights, region)
     order = window_order(grid)
-    runner = window_runner(predictor, norm, scene.dtype, tile)
+    runner = window_runner(predictor, norm, scene.dtype, tiling.tile)
     writers = []
     try:
         for path in raws:
             writers.append(RawBandWriter(path, region[3], region[2]))
-        sink = RegionSink(writers[0], writers[1] if len(writers) > 1 else None, on_scores,
+        sink = RegionSink(writers[0], writers[1] if len(writers) > 1 else None, settings.on_scores,
                           arrays=runner.arrays, clock=clock)
         if origin != (0, 0) or (grid.height, grid.width) != region[2:]:
-            sink = _CroppedSink(sink, region[0] - origin[0], region[1] - origin[1], *region[2:])
+            sink = CroppedSink(sink, region[0] - origin[0], region[1] - origin[1], *region[2:])
         num_classes = getattr(predictor, "num_classes", None) or classes.num_classes
         blender = StreamingBlender(grid, weights, num_classes, sink, arrays=runner.arrays)
         mpx = grid.width * grid.height / len(order) / 1e6
-        with Progress(len(order), "predict", progress, unit="window", mpx_per_unit=mpx) as bar:
+        with Progress(len(order), "predict", settings.progress, unit="window",
+                      mpx_per_unit=mpx) as bar:
             stats = _stream(scene, order, grid, runner, blender, batch_size, bar,
                             origin, clock)
         if not blender.done:

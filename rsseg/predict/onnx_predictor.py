@@ -3,7 +3,8 @@
 It runs a model written by :mod:`rsseg.export.onnx` and reads from the file's
 metadata everything else predict needs (classes, band order, normalisation,
 tile and overlap), so ``rsseg predict --backend onnx --weights model.onnx``
-takes no ``--model``. Like TorchPredictor it returns softmax probabilities.
+takes no ``--model`` (:func:`rsseg.predict.load.load_predictor` opens it).
+Like TorchPredictor it returns softmax probabilities.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rsseg.checkpoint import Normalization
 from rsseg.classes import ClassScheme
 from rsseg.errors import ModelError
+from rsseg.io.normalization import Normalization
 
 FORMAT = "rsseg-onnx"  # = rsseg.export.onnx.FORMAT (not imported: that module pulls in torch)
 FORMAT_VERSION = 1
@@ -110,15 +111,6 @@ class OnnxPredictor:
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
 
-    def check_channels(self, channels: int) -> None:
-        """The scene must provide as many bands as the model was trained on."""
-        if channels != self.info.channels:
-            norm = self.info.normalization
-            bands = f" ({', '.join(norm.names)})" if norm else ""
-            raise ModelError(f"model expects {self.info.channels} bands{bands} but the input "
-                             f"provides {channels}; choose them with --bands (and --dsm)",
-                             self.path)
-
     def check_tile(self, tile: int) -> None:
         """A fixed-size graph cannot take windows larger than the size it was exported at."""
         h, w = self.info.min_size
@@ -185,27 +177,3 @@ def _torch_threads() -> int:
     except ImportError:  # ORT alone: its own default
         return 0
     return max(1, torch.get_num_threads())
-
-
-@dataclass
-class ResolvedOnnx:
-    """An exported model ready to predict: the same fields predict reads from
-    :class:`rsseg.predict.predictor.ResolvedModel`, plus the predictor itself."""
-
-    predictor: OnnxPredictor
-    classes: ClassScheme
-    normalization: Normalization | None
-    tile: dict
-    source: str
-    note: str = ""
-
-
-def resolve_onnx(weights: str | os.PathLike, in_channels: int, device: str = "auto",
-                 threads: int | None = None) -> ResolvedOnnx:
-    """Open ``weights`` (an ``rsseg export`` file) for a scene with ``in_channels`` bands."""
-    predictor = OnnxPredictor(weights, device, threads)
-    predictor.check_channels(in_channels)
-    info = predictor.info
-    return ResolvedOnnx(predictor, info.classes, info.normalization, dict(info.tile),
-                        source=f"{weights} ({info.model_name}, ONNX Runtime "
-                               f"{', '.join(predictor.providers)})", note=info.note)

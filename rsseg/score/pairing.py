@@ -96,7 +96,7 @@ def read_pairs_csv(path: str | os.PathLike) -> list[tuple[Path, Path]]:
         raise InputError(f"cannot read pairs file: {exc}", path) from exc
     columns = (0, 1)
     if rows and _is_header(rows[0]):
-        columns = _header_columns(rows.pop(0), path)
+        columns = _header_columns(rows.pop(0))
     pairs = []
     for number, row in enumerate(rows, start=1):
         if len(row) <= max(columns):
@@ -115,7 +115,7 @@ def _is_header(row: list[str]) -> bool:
         lowered & {"label", "labels", "gt", "reference"})
 
 
-def _header_columns(header: list[str], path: Path) -> tuple[int, int]:
+def _header_columns(header: list[str]) -> tuple[int, int]:
     lowered = [c.strip().lower() for c in header]
     pred = next(i for i, c in enumerate(lowered) if c in {"prediction", "pred", "predictions"})
     label = next(i for i, c in enumerate(lowered) if c in {"label", "labels", "gt", "reference"})

@@ -25,10 +25,14 @@ import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.score.metrics import confusion_from_joint, joint_histogram, scores_from_confusion
-from rsseg.score.scene_pair import ReadCounts, ScenePair, ScoreOptions
 from rsseg.score.labels import UnknownValues
+from rsseg.score.metrics import (
+    confusion_from_joint,
+    joint_histogram,
+    scores_from_confusion,
+)
 from rsseg.score.pairing import pair_by_name, read_pairs_csv  # noqa: F401 - re-exported
+from rsseg.score.scene_pair import ReadCounts, ScenePair, ScoreOptions
 
 CONVENTION_CHOICES = ("geoseg", "mmseg", "both")
 PREFETCH = 2  # windows read ahead of the counting thread

@@ -12,10 +12,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rsseg.synth.features import (BUILDING, CLUTTER, CLUTTER_STUFF, FOLIAGE, GRAVEL, IMPERVIOUS,
-                             LAWN, LAYER_BUILDING, LAYER_CLUTTER, LAYER_GROUND, LAYER_MARKING,
-                             LAYER_TREE, LOW_VEGETATION, MARKING, PAVING, ROOF_FLAT, ROOF_TILE,
-                             TREE, WATER, Feature, car_feature)
+from rsseg.synth.features import (
+    BUILDING,
+    CLUTTER,
+    CLUTTER_STUFF,
+    FOLIAGE,
+    GRAVEL,
+    IMPERVIOUS,
+    LAWN,
+    LAYER_BUILDING,
+    LAYER_CLUTTER,
+    LAYER_GROUND,
+    LAYER_MARKING,
+    LAYER_TREE,
+    LOW_VEGETATION,
+    MARKING,
+    PAVING,
+    ROOF_FLAT,
+    ROOF_TILE,
+    TREE,
+    WATER,
+    Feature,
+    car_feature,
+)
 from rsseg.synth.shapes import Capsule, Disc, Polygon, Rect
 
 CLUTTER_COLOURS = (  # odd colours: tarps, containers, play areas, building sites

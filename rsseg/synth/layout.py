@@ -18,8 +18,19 @@ from collections import OrderedDict
 import numpy as np
 
 from rsseg.synth.blocks import BLOCK_BUILDERS, BlockContext, choose_block_kind
-from rsseg.synth.features import (ASPHALT, IMPERVIOUS, LAYER_MARKING, LAYER_ROAD, LAYER_SIDEWALK,
-                             MARKING, SHADOW_DX, SHADOW_DY, SIDEWALK, Feature, car_feature)
+from rsseg.synth.features import (
+    ASPHALT,
+    IMPERVIOUS,
+    LAYER_MARKING,
+    LAYER_ROAD,
+    LAYER_SIDEWALK,
+    MARKING,
+    SHADOW_DX,
+    SHADOW_DY,
+    SIDEWALK,
+    Feature,
+    car_feature,
+)
 from rsseg.synth.noise import unit_scalar
 from rsseg.synth.shapes import BBox, Capsule, Polygon, line_intersection
 

@@ -13,9 +13,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsseg.synth.features import (ASPHALT, CAR_BODY, CLUTTER_STUFF, FOLIAGE, GRAVEL, LAWN,
-                             LOW_VEGETATION, MARKING, NUM_MATERIALS, PAVING, ROOF_FLAT,
-                             ROOF_TILE, SHADOW_DX, SHADOW_DY, SIDEWALK, WATER, Feature)
+from rsseg.synth.features import (
+    ASPHALT,
+    CAR_BODY,
+    CLUTTER_STUFF,
+    FOLIAGE,
+    GRAVEL,
+    LAWN,
+    LOW_VEGETATION,
+    MARKING,
+    NUM_MATERIALS,
+    PAVING,
+    ROOF_FLAT,
+    ROOF_TILE,
+    SHADOW_DX,
+    SHADOW_DY,
+    SIDEWALK,
+    WATER,
+    Feature,
+)
 from rsseg.synth.layout import SceneLayout
 from rsseg.synth.noise import fractal_noise, pixel_noise, value_noise
 from rsseg.synth.shapes import Capsule, Polygon, convex_hull

@@ -272,10 +272,9 @@ def _check_seed(seed) -> int:
 
 
 def _check_crs(crs):
+    import rasterio
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
-
-    import rasterio
 
     try:
         with rasterio.Env():  # routes GDAL's own error print to logging

@@ -2,9 +2,17 @@
 
 ``train(TrainConfig(...))`` starts a run, ``resume(run_dir)`` continues one.
 See docs/training.md.
+
+Public names are imported on first use (:mod:`rsseg._lazy`).
 """
 
-from rsseg.training.config import TrainConfig
-from rsseg.training.trainer import TrainResult, resume, train
+from rsseg._lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "resume", "train"]
+_PUBLIC = {
+    "TrainConfig": ".config",
+    "TrainResult": ".trainer",
+    "train": ".trainer",
+    "resume": ".trainer",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__ = lazy_exports(__name__, _PUBLIC)

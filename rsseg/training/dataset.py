@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rsseg.checkpoint import Normalization
 from rsseg.classes import NODATA, ClassScheme
+from rsseg.io.normalization import Normalization
 from rsseg.training.sampling import ClassSampler
 from rsseg.training.scenes import SceneInfo, SceneReader
 

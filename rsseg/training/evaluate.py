@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from rsseg.checkpoint import Normalization
 from rsseg.classes import ClassScheme
+from rsseg.io.normalization import Normalization
 from rsseg.training.scenes import SceneInfo, SceneReader
 
 

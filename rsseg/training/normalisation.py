@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rsseg.checkpoint import Normalization
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
+from rsseg.io.normalization import Normalization
 from rsseg.training.scenes import SceneInfo, SceneReader, scene_blocks
 
 

@@ -12,8 +12,8 @@ from rsseg.errors import InputError, ModelError
 
 def build_model(name: str, in_channels: int, num_classes: int,
                 config: dict[str, Any] | None = None) -> torch.nn.Module:
-    from rsseg.predict.predictor import check_model_name
     from rsseg.models import create_model
+    from rsseg.predict.load import check_model_name
 
     check_model_name(name)  # unknown names and backbone-only classifiers fail here
     try:
@@ -60,18 +60,6 @@ def _unwrap_state_dict(obj):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
     return obj
-
-
-def resolve_device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name} asked for but CUDA is not available in this torch")
-    return device
 
 
 def use_amp(setting: str, device: torch.device) -> torch.dtype | None:

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from rsseg.atomic import atomic_output, check_folder_creatable, make_folders
-from rsseg.checkpoint import Checkpoint, Normalization
+from rsseg.checkpoint import Checkpoint
 from rsseg.classes import ClassScheme
 from rsseg.errors import InputError, ModelError, OutputError
+from rsseg.io.normalization import Normalization
+from rsseg.predict.predictor import resolve_device
 from rsseg.progress import Mode, Progress, log_message
 from rsseg.training.config import TrainConfig
 from rsseg.training.dataset import Augmentation, RandomWindowDataset
@@ -29,7 +31,12 @@ from rsseg.training.loss import HybridLoss
 from rsseg.training.normalisation import check_class_counts, count_blocks, scan_scenes
 from rsseg.training.sampling import ClassSampler, class_grid
 from rsseg.training.scenes import SceneInfo, common_gsd_m, inspect_scenes, pair_scenes
-from rsseg.training.setup import build_model, load_pretrained, resolve_device, use_amp, use_channels_last
+from rsseg.training.setup import (
+    build_model,
+    load_pretrained,
+    use_amp,
+    use_channels_last,
+)
 
 BEST = "best.pt"
 LAST = "last.pt"

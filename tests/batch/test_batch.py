@@ -25,7 +25,8 @@ from rsseg.batch.inputs import group_mosaics, open_tiles, resolve_inputs
 from rsseg.batch.jobdb import JobDB
 from rsseg.io.vrt import input_mosaic_vrt
 from rsseg.cli import run as rsseg_run
-from rsseg.predict.engine import predict_scene
+from rsseg import PredictSettings, predict_scene
+from rsseg.predict.load import load_predictor
 from rsseg.synth.scene import write_synthetic_scene
 
 from conftest import record_reliability, start_rsseg
@@ -141,13 +142,10 @@ def test_batch_tiles_equal_whole_mosaic_prediction(mosaic_run):
 
 def test_tiles_predicted_alone_would_show_seams(mosaic_run, tmp_path):
     """The check above can fail: without neighbour context the border pixels change."""
-    from rsseg.predict.predictor import TorchPredictor, resolve_model
-
     ref = read(mosaic_run["reference"])
-    resolved = resolve_model("baff_skipnet", "random", 4, seed=0)
-    predictor = TorchPredictor(resolved.model, "cpu", num_classes=6)
+    predictor = load_predictor("baff_skipnet", "random", channels=4, device="cpu", seed=0)
     tile = mosaic_run["tiles"][0]  # top-left: its right and bottom edges are seams
-    predict_scene(tile, tmp_path / "alone.tif", predictor, None, tile=64, overlap=16)
+    predict_scene(tile, tmp_path / "alone.tif", predictor, PredictSettings(tile=64, overlap=16))
     assert (read(tmp_path / "alone.tif") != ref[:T, :T]).any()
 
 
@@ -329,30 +327,30 @@ def test_bad_arguments_are_usage_errors_and_bad_inputs_one_line(tmp_path, capsys
 
 
 def test_predict_region_equals_the_whole_scene_cut(tmp_path):
-    """pipeline.predict_scene(region=...): the region's pixels (classes and confidences)
+    """predict_scene(region=...): the region's pixels (classes and confidences)
     and georeferencing are those of the whole-scene prediction."""
     from rsseg.errors import InputError
-    from rsseg.predict.predictor import TorchPredictor, resolve_model
 
     scene = tmp_path / "scene.tif"
     write_synthetic_scene(scene, 230, 170, seed=3)
-    predictor = TorchPredictor(resolve_model("baff_skipnet", "random", 4).model, "cpu",
-                               num_classes=6)
+    predictor = load_predictor("baff_skipnet", "random", channels=4, device="cpu")
     kw = dict(tile=64, overlap=16, overwrite=True)
-    predict_scene(scene, tmp_path / "full.tif", predictor, probs=tmp_path / "fullp.tif", **kw)
+    predict_scene(scene, tmp_path / "full.tif", predictor,
+                  PredictSettings(probs=tmp_path / "fullp.tif", **kw))
     full, fullp = read(tmp_path / "full.tif"), read(tmp_path / "fullp.tif")
     with rasterio.open(tmp_path / "full.tif") as ds:
         whole_transform = ds.transform
     for r0, c0, h, w in [(0, 0, 80, 100), (80, 100, 90, 130), (37, 91, 55, 77), (169, 0, 1, 230)]:
-        predict_scene(scene, tmp_path / "r.tif", predictor, probs=tmp_path / "rp.tif",
-                      region=(r0, c0, h, w), **kw)
+        predict_scene(scene, tmp_path / "r.tif", predictor,
+                      PredictSettings(probs=tmp_path / "rp.tif", region=(r0, c0, h, w), **kw))
         with rasterio.open(tmp_path / "r.tif") as ds:
             assert ds.shape == (h, w)
             assert ds.transform.almost_equals(whole_transform @ whole_transform.translation(c0, r0))
             np.testing.assert_array_equal(ds.read(1), full[r0:r0 + h, c0:c0 + w])
         np.testing.assert_array_equal(read(tmp_path / "rp.tif"), fullp[r0:r0 + h, c0:c0 + w])
     with pytest.raises(InputError, match="not inside"):
-        predict_scene(scene, tmp_path / "x.tif", predictor, region=(100, 0, 71, 10), **kw)
+        predict_scene(scene, tmp_path / "x.tif", predictor,
+                      PredictSettings(region=(100, 0, 71, 10), **kw))
 
 
 def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
@@ -431,8 +429,6 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     the same COG one task would write (pixels, grid, classes; confidences with --probs),
     with nothing left behind."""
     from rsseg.io.cog import read_classes, validate_cog
-    from rsseg.predict.predictor import TorchPredictor, resolve_model
-
     tile = tmp_path / "city" / "tall.tif"
     tile.parent.mkdir()
     write_synthetic_scene(tile, T, 520, seed=5, origin=(X0, Y0))
@@ -442,10 +438,9 @@ def test_one_big_tile_keeps_both_workers_busy(tmp_path):
     entry = load_manifest(out)["tiles"][str(tile)]
     assert entry["status"] == "done" and len(entry["bands"]) == 2
     assert len({band["pid"] for band in entry["bands"]}) == 2  # one band on each worker
-    resolved = resolve_model("baff_skipnet", "random", 4, seed=0)
-    predictor = TorchPredictor(resolved.model, "cpu", num_classes=6)
-    predict_scene(tile, tmp_path / "whole.tif", predictor, None, tile=64, overlap=16,
-                  probs=tmp_path / "whole_conf.tif")
+    predictor = load_predictor("baff_skipnet", "random", channels=4, device="cpu", seed=0)
+    predict_scene(tile, tmp_path / "whole.tif", predictor,
+                  PredictSettings(tile=64, overlap=16, probs=tmp_path / "whole_conf.tif"))
     got, whole = out / "tall.tif", tmp_path / "whole.tif"
     np.testing.assert_array_equal(read(got), read(whole))
     np.testing.assert_array_equal(read(out / "confidence" / "tall.tif"),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from conftest import write_geotiff
 
 SCENE_SHAPE = (3, 48, 64)  # bands, rows, cols: a few 32-px windows
@@ -71,10 +70,10 @@ def _corrupt_copy(src: Path, dst: Path) -> Path:
 
 def _checkpoints(d: Path) -> dict[str, Path]:
     import torch
+    from rsseg.models import create_model
 
     from rsseg.checkpoint import Checkpoint, Normalization
     from rsseg.classes import ClassScheme
-    from rsseg.models import create_model
 
     torch.manual_seed(0)
     net4 = create_model(FAST_NET, in_channels=4, num_classes=6)

@@ -10,13 +10,13 @@ import subprocess
 
 import pytest
 import torch
+from rsseg.models import create_model, register_model, unregister_model
 
 from rsseg.atomic import atomic_output, check_output_path
 from rsseg.checkpoint import Checkpoint, Normalization, load_checkpoint
 from rsseg.classes import ISPRS
 from rsseg.cli import run
 from rsseg.errors import ModelError, OutputError
-from rsseg.models import create_model, register_model, unregister_model
 from rsseg.progress import Progress
 
 from conftest import RSSEG, rsseg_env
@@ -162,8 +162,9 @@ def test_progress_json_lines():
 
 
 def test_cli_blend_names_are_the_tiling_modes():
-    from rsseg.cli.options import BLENDS
     from rsseg.tiling import BLEND_MODES
+
+    from rsseg.cli.options import BLENDS
 
     assert tuple(BLENDS) == tuple(BLEND_MODES)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rsseg.models import create_model, list_models, model_entry
+from rsseg.models._complexity import count_params
 
 import rsseg
 from rsseg.cli import cli, run
-from rsseg.models import create_model, list_models, model_entry
-from rsseg.models._complexity import count_params
 
 KEYS = {"name": str, "params": int, "macs_512": int, "bundled_weights": bool, "paper": str,
         "paper_figures": dict, "paper_config": dict}

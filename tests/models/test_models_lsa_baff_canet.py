@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from rsseg.models import create_model, list_models, model_entry
 from rsseg.models._complexity import count_macs, count_params
 from rsseg.models.baff_skipnet import BlockAdaptiveFusion
-from rsseg.models.lsa_binet import (ResidualCrossLevelDecoder, SpatialVarianceFusion,
-                                    soft_pool)
+from rsseg.models.lsa_binet import (
+    ResidualCrossLevelDecoder,
+    SpatialVarianceFusion,
+    soft_pool,
+)
 
 NETWORKS = ("lsa_binet", "baff_skipnet", "canet")
 

@@ -78,12 +78,12 @@ def test_a_card_can_make_its_tag_the_default(weights_folder):
 
 
 def test_band_mismatch_names_the_tags_that_fit(weights_folder):
-    from rsseg.predict.predictor import resolve_model
+    from rsseg.predict.load import load_predictor
 
     with pytest.raises(ModelError, match=f"{NET} --weights dubai-aerial") as err:
-        resolve_model(NET, None, in_channels=3)  # the default tag takes 4 bands
+        load_predictor(NET, None, channels=3, device="cpu")  # the default tag takes 4 bands
     assert "expects 4 bands" in str(err.value)
-    resolved = resolve_model(NET, "dubai-aerial", in_channels=3)
+    resolved = load_predictor(NET, "dubai-aerial", channels=3, device="cpu")
     assert resolved.classes.names == ("building", "land", "road", "vegetation", "water")
     assert resolved.classes.colours[0] == (0x3C, 0x10, 0x98)
 

@@ -15,9 +15,7 @@ import pytest
 import rasterio
 import torch
 
-from rsseg.classes import ISPRS
-from rsseg.predict.predictor import TorchPredictor
-from rsseg.predict.engine import predict_scene
+from rsseg import PredictSettings, predict_scene
 
 NET = "baff_skipnet"
 SHAPE = (4, 200, 260)
@@ -56,20 +54,20 @@ def scenes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def network():
     """The bundled weights (a trained net: several classes, many class borders), else random."""
+    from rsseg.predict.load import load_predictor
     from rsseg.weights.bundled import bundled_weights
-    from rsseg.predict.predictor import resolve_model
 
     weights = "random" if bundled_weights(NET) is None else None
-    return resolve_model(NET, weights, in_channels=4, seed=4)
+    return load_predictor(NET, weights, channels=4, device="cpu", seed=4)
 
 
 def _predict(scenes, network, out, blend, layout, batch_size, readers, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        predict_scene(scenes[layout], out, TorchPredictor(network.model, "cpu"),
-                      network.normalization, classes=ISPRS, tile=64, overlap=16, blend=blend,
-                      batch_size=batch_size, readers=readers)
+        settings = PredictSettings(tile=64, overlap=16, blend=blend, batch_size=batch_size,
+                                   readers=readers)
+        predict_scene(scenes[layout], out, network, settings)
     finally:
         torch.set_num_threads(before)
     with rasterio.open(out) as ds:

@@ -17,7 +17,7 @@ from rsseg.classes import ISPRS, ClassScheme
 from rsseg.predict.arrays import NUMPY, TorchArrays
 from rsseg.predict.blend import StreamingBlender, window_order
 from rsseg.predict.device import lookup_tables
-from rsseg.predict.engine import predict_scene
+from test_pipeline import predict  # predict_scene with the predictor carrying norm and classes
 from rsseg.predict.predictor import TorchPredictor
 from rsseg.predict.sinks import classify
 from rsseg.tiling import BLEND_MODES, BlendWeights, WindowGrid
@@ -108,9 +108,8 @@ def test_identity_through_the_device_path_equals_the_host_path(make_geotiff, tmp
 
         predictor = TorchPredictor(Identity(), "cpu", num_classes=3, activation=None,
                                    device_path=device_path)
-        predict_scene(scene, tmp_path / f"out{device_path}.tif", predictor, norm, tile=64,
-                      overlap=20, blend=blend, batch_size=2, on_scores=on_scores,
-                      classes=classes)
+        predict(scene, tmp_path / f"out{device_path}.tif", predictor, norm, classes, tile=64,
+                overlap=20, blend=blend, batch_size=2, on_scores=on_scores)
         got[device_path] = out
     np.testing.assert_allclose(got[False], data, rtol=0, atol=2e-6)
     np.testing.assert_array_equal(got[True], got[False])
@@ -120,8 +119,9 @@ def test_batch_size_auto_is_one_on_cpu_and_accepted(make_geotiff, tmp_path):
     scene = make_geotiff(np.random.default_rng(2).integers(0, 255, (3, 90, 100), np.uint8))
     predictor = TorchPredictor(Identity(), "cpu", num_classes=3, activation=None)
     assert predictor.auto_batch_size(64, 3) == 1
-    predict_scene(scene, tmp_path / "out.tif", predictor, None, tile=64, overlap=16,
-                  batch_size="auto", classes=ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]))
+    predict(scene, tmp_path / "out.tif", predictor, None,
+            ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]), tile=64, overlap=16,
+            batch_size="auto")
     assert (tmp_path / "out.tif").exists()
 
 
@@ -142,8 +142,8 @@ def test_cuda_device_path_equals_the_host_path_on_the_same_gpu(tmp_path, blend):
         predictor = TorchPredictor(network(), "cuda", num_classes=6, amp=False,
                                    device_path=device_path)
         out = tmp_path / f"out_{device_path}.tif"
-        predict_scene(scene, out, predictor, None, tile=64, overlap=20, blend=blend,
-                      batch_size=3, probs=tmp_path / f"conf_{device_path}.tif")
+        predict(scene, out, predictor, None, tile=64, overlap=20, blend=blend,
+                batch_size=3, probs=tmp_path / f"conf_{device_path}.tif")
         with rasterio.open(out) as ds, rasterio.open(tmp_path / f"conf_{device_path}.tif") as c:
             got.append((ds.read(1), c.read(1)))
     np.testing.assert_array_equal(got[1][0], got[0][0])
@@ -166,9 +166,9 @@ def test_zero_std_band_gives_zeros_on_both_paths(make_geotiff, tmp_path):
 
         predictor = TorchPredictor(Identity(), "cpu", num_classes=3, activation=None,
                                    device_path=device_path)
-        predict_scene(scene, tmp_path / f"o{device_path}.tif", predictor, norm, tile=64,
-                      overlap=16, on_scores=on_scores,
-                      classes=ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]))
+        predict(scene, tmp_path / f"o{device_path}.tif", predictor, norm,
+                ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]), tile=64, overlap=16,
+                on_scores=on_scores)
         got.append(out)
     assert (got[0][0] == 0).all()
     np.testing.assert_array_equal(got[1], got[0])

@@ -15,14 +15,15 @@ import pytest
 import rasterio
 import torch
 import torch.nn as nn
+from rsseg.models import create_model
 
 from rsseg.checkpoint import Checkpoint, Normalization
 from rsseg.cli import run
 from rsseg.errors import ModelError
-from rsseg.predict.predictor import TorchPredictor
-from rsseg.predict.onnx_predictor import OnnxPredictor, resolve_onnx
-from rsseg.models import create_model
 from rsseg.export.onnx import export_checkpoint
+from rsseg.predict.load import load_predictor
+from rsseg.predict.onnx_predictor import OnnxPredictor
+from rsseg.predict.predictor import TorchPredictor
 
 BANDS = Normalization(["IR", "R", "G", "DSM"], [120.0, 100.0, 90.0, 20.0], [50.0, 45.0, 40.0, 10.0])
 # LWGANet L1/L2 are L0's code with more channels and blocks; their exports take ~20 s each
@@ -106,9 +107,10 @@ def test_metadata_carries_everything_predict_needs(exported):
     assert meta["tile"] == {"size": 96, "overlap": 24}
     assert meta["output"]["kind"] == "logits"
     assert meta["note"] == "seeded random weights"
-    resolved = resolve_onnx(root / "baff.onnx", 4, "cpu")
+    resolved = load_predictor(weights=root / "baff.onnx", channels=4, device="cpu",
+                              backend="onnx")
     assert resolved.classes == ckpt.classes and resolved.normalization == BANDS
-    assert resolved.predictor.num_classes == 6
+    assert resolved.predict.num_classes == 6
 
 
 def test_onnx_predictor_returns_torch_probabilities(exported):

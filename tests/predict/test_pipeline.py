@@ -11,13 +11,14 @@ import torch
 import torch.nn as nn
 from affine import Affine
 
-from rsseg.checkpoint import Normalization
+from rsseg import PredictSettings, predict_scene
 from rsseg.classes import ISPRS, ClassScheme
-from rsseg.io.cog import read_classes, validate_cog
 from rsseg.errors import InputError
-from rsseg.predict.predictor import TorchPredictor
-from rsseg.predict.engine import predict_scene
+from rsseg.io.cog import read_classes, validate_cog
+from rsseg.io.normalization import Normalization
 from rsseg.io.scene import NoCRSWarning, Scene
+from rsseg.predict.load import LoadedPredictor
+from rsseg.predict.predictor import TorchPredictor
 from rsseg.tiling import BLEND_MODES
 
 from conftest import require_tool
@@ -57,6 +58,12 @@ def unit_norm(n):
     return Normalization([f"b{i}" for i in range(n)], [0.0] * n, [1.0] * n)
 
 
+def predict(scene, out, predictor, norm, classes=ISPRS, **settings):
+    """``predict_scene`` with ``predictor`` carrying ``norm`` and ``classes``."""
+    return predict_scene(scene, out, LoadedPredictor(predictor, norm, classes),
+                         PredictSettings(**settings))
+
+
 def collect_scores(shape, k):
     out = np.full((k,) + shape, np.nan, np.float32)
 
@@ -74,9 +81,9 @@ def test_identity_scores_come_out_equal_to_the_input(make_geotiff, tmp_path, ble
     scene = make_geotiff(data)
     got, on_scores = collect_scores((H, W), 3)
     predictor = TorchPredictor(Identity(), "cpu", num_classes=3, activation=None)
-    predict_scene(scene, tmp_path / "out.tif", predictor, unit_norm(3), tile=tile,
-                  overlap=overlap, blend=blend, batch_size=batch, on_scores=on_scores,
-                  classes=ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]))
+    predict(scene, tmp_path / "out.tif", predictor, unit_norm(3),
+            ClassScheme(ISPRS.names[:3], ISPRS.colours[:3]), tile=tile, overlap=overlap,
+            blend=blend, batch_size=batch, on_scores=on_scores)
     np.testing.assert_allclose(got, data, rtol=0, atol=2e-6)
     with rasterio.open(tmp_path / "out.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), np.argmax(data, axis=0))
@@ -87,8 +94,8 @@ def test_one_hot_identity_class_raster_equals_the_input(make_geotiff, tmp_path, 
     ids = np.random.default_rng(2).integers(0, 6, (H, W)).astype(np.uint8)
     scene = make_geotiff(ids)
     predictor = TorchPredictor(OneHot(), "cpu", num_classes=6)
-    result = predict_scene(scene, tmp_path / "out.tif", predictor, unit_norm(1), tile=64,
-                           overlap=24, blend=blend, probs=tmp_path / "conf.tif")
+    result = predict(scene, tmp_path / "out.tif", predictor, unit_norm(1), tile=64,
+                     overlap=24, blend=blend, probs=tmp_path / "conf.tif")
     with rasterio.open(tmp_path / "out.tif") as out, rasterio.open(tmp_path / "conf.tif") as conf:
         np.testing.assert_array_equal(out.read(1), ids)
         assert (conf.read(1) == 255).all()  # one-hot: full confidence
@@ -105,8 +112,8 @@ def test_tiled_prediction_matches_whole_image_prediction(make_geotiff, tmp_path)
     net = small_convnet()
     with torch.inference_mode():
         whole = net(torch.from_numpy(data)[None]).argmax(1)[0].numpy()
-    predict_scene(scene, tmp_path / "out.tif", TorchPredictor(net, "cpu", num_classes=6),
-                  unit_norm(3), tile=64, overlap=16, blend="cosine")  # 25 % overlap
+    predict(scene, tmp_path / "out.tif", TorchPredictor(net, "cpu", num_classes=6),
+            unit_norm(3), tile=64, overlap=16, blend="cosine")  # 25 % overlap
     with rasterio.open(tmp_path / "out.tif") as ds:
         tiled = ds.read(1)
     agreement = (tiled == whole).mean()
@@ -121,8 +128,8 @@ def test_output_keeps_georeferencing_classes_and_is_a_cog(make_geotiff, tmp_path
     ids = np.random.default_rng(4).integers(0, 6, (600, 700)).astype(np.uint8)
     scene = make_geotiff(ids, crs=crs, transform=transform)
     out = tmp_path / "classes.tif"
-    predict_scene(scene, out, TorchPredictor(OneHot(), "cpu"), unit_norm(1), tile=256,
-                  overlap=64)
+    predict(scene, out, TorchPredictor(OneHot(), "cpu"), unit_norm(1), tile=256,
+            overlap=64)
     with rasterio.open(scene) as src, rasterio.open(out) as ds:
         assert ds.crs == src.crs and ds.transform == src.transform
         assert (ds.height, ds.width, ds.count, ds.dtypes[0]) == (600, 700, 1, "uint8")
@@ -154,8 +161,8 @@ def test_nodata_pixels_are_255_and_empty_windows_are_skipped(make_geotiff, tmp_p
     ids[:, :130] = 0  # nodata half: whole windows without data
     ids[150:, 200:] = 0
     scene = make_geotiff(ids, nodata=0)
-    result = predict_scene(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
-                           unit_norm(1), tile=64, overlap=16, probs=tmp_path / "conf.tif")
+    result = predict(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
+                     unit_norm(1), tile=64, overlap=16, probs=tmp_path / "conf.tif")
     with rasterio.open(tmp_path / "out.tif") as ds, rasterio.open(tmp_path / "conf.tif") as conf:
         out, c = ds.read(1), conf.read(1)
     expected = np.where(ids == 0, 255, ids).astype(np.uint8)
@@ -169,8 +176,8 @@ def test_nan_float_pixels_are_nodata(make_geotiff, tmp_path):
     data[:, 10:20, 30:50] = np.nan
     data[0, 40:50, :] = np.nan  # only one band NaN: still data
     scene = make_geotiff(data)
-    predict_scene(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"), unit_norm(2),
-                  tile=32, overlap=8)
+    predict(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"), unit_norm(2),
+            tile=32, overlap=8)
     with rasterio.open(tmp_path / "out.tif") as ds:
         out = ds.read(1)
     assert (out[10:20, 30:50] == 255).all()
@@ -216,8 +223,8 @@ def test_dsm_band_from_another_file_and_align(make_geotiff, tmp_path):
         values, valid = s.read(0, 0, 64, 80)
     assert valid.all()
     assert np.abs(values[3] - dsm).max() < 3.0  # bilinear resampling of a smooth ramp
-    predict_scene(scene, tmp_path / "out.tif", TorchPredictor(small_convnet(4), "cpu"),
-                  unit_norm(4), dsm=coarse, align=True, tile=32, overlap=8)
+    predict(Scene(scene, dsm=coarse, align=True), tmp_path / "out.tif",
+            TorchPredictor(small_convnet(4), "cpu"), unit_norm(4), tile=32, overlap=8)
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.read(1).max() < 6
 
@@ -226,8 +233,8 @@ def test_no_crs_is_allowed_with_a_warning_and_keeps_the_pixel_grid(make_geotiff,
     ids = np.random.default_rng(7).integers(0, 6, (50, 60)).astype(np.uint8)
     scene = make_geotiff(ids, crs=None)
     with pytest.warns(NoCRSWarning, match="no CRS"):
-        predict_scene(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
-                      unit_norm(1), tile=32, overlap=8)
+        predict(scene, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
+                unit_norm(1), tile=32, overlap=8)
     with rasterio.open(tmp_path / "out.tif") as ds, rasterio.open(scene) as src:
         assert ds.crs is None and ds.transform == src.transform
         np.testing.assert_array_equal(ds.read(1), ids)
@@ -240,8 +247,8 @@ def test_failure_leaves_nothing_at_the_output(make_geotiff, tmp_path):
 
     scene = make_geotiff(np.zeros((40, 40), np.uint8))
     with pytest.raises(RuntimeError, match="boom"):
-        predict_scene(scene, tmp_path / "out.tif", TorchPredictor(Broken(), "cpu", num_classes=6),
-                      unit_norm(1), tile=32, overlap=8, probs=tmp_path / "conf.tif")
+        predict(scene, tmp_path / "out.tif", TorchPredictor(Broken(), "cpu", num_classes=6),
+                unit_norm(1), tile=32, overlap=8, probs=tmp_path / "conf.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
@@ -257,7 +264,7 @@ def test_alpha_band_masks_pixels(tmp_path):
     with Scene(path, bands=[1, 2, 3]) as scene:
         _, valid = scene.read(0, 0, 40, 50)
     np.testing.assert_array_equal(valid, alpha > 0)
-    predict_scene(path, tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"), unit_norm(3),
-                  bands=[1, 2, 3], tile=32, overlap=8)
+    predict(Scene(path, bands=[1, 2, 3]), tmp_path / "out.tif", TorchPredictor(OneHot(), "cpu"),
+            unit_norm(3), tile=32, overlap=8)
     with rasterio.open(tmp_path / "out.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), np.where(alpha > 0, ids, 255))

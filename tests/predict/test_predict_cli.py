@@ -9,10 +9,10 @@ import pytest
 import rasterio
 import torch
 import torch.nn as nn
+from rsseg.models import create_model
 
 from rsseg.checkpoint import Checkpoint, Normalization
 from rsseg.cli import run
-from rsseg.models import create_model
 
 MODEL = "tiny_test_net"
 
@@ -67,7 +67,7 @@ def test_checkpoint_weights_and_repeated_bands(tiny_model, make_geotiff, tmp_pat
                           tile={"size": 32, "overlap": 8}).save(ckpt)
     out = tmp_path / "out.tif"
     assert rsseg("predict", pan, "--model", MODEL, "--weights", ckpt, "--bands", "1,1,1",
-                 "-o", out, "--no-progress") == 0
+                 "-o", out, "--no-progress", "--quiet") == 0
     assert stderr_lines(capsys) == []
     with rasterio.open(pan) as src, torch.inference_mode():
         x = (src.read(1).astype(np.float32) - 100.0) / 50.0
@@ -80,8 +80,9 @@ def test_progress_json_lines(tiny_model, scene, tmp_path, capsys):
     assert rsseg("predict", scene, "--model", MODEL, "--weights", "random", "-o",
                  tmp_path / "o.tif", "--tile", 64, "--progress-json") == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
-    assert events[-1]["done"] == events[-1]["total"] == 6  # 2 x 3 windows
+    assert events[0]["event"] == "start" and events[-2]["event"] == "end"
+    assert events[-2]["done"] == events[-2]["total"] == 6  # 2 x 3 windows
+    assert events[-1]["event"] == "result" and events[-1]["windows"] == 6
 
 
 def _assert_clean_failure(capsys, tmp_path, code, rc, *needles, output="out.tif"):
@@ -178,7 +179,7 @@ def test_bundled_weights_are_used_without_weights(tiny_model, scene, tmp_path, c
     assert bundled.bundled_weights(MODEL) is None  # nothing shipped for a test net
     monkeypatch.setattr(bundled, "bundled_weights", lambda name: ckpt if name == MODEL else None)
     assert rsseg("predict", scene, "--model", MODEL, "-o", tmp_path / "out.tif",
-                 "--no-progress", "--tile", 64) == 0
+                 "--no-progress", "--tile", 64, "--overlap", 16, "--quiet") == 0
     assert stderr_lines(capsys) == []  # a trained checkpoint: no 'random weights' notice
 
 

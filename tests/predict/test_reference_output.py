@@ -18,7 +18,7 @@ import rasterio
 import torch
 import torch.nn as nn
 
-from rsseg.predict.engine import predict_scene
+from test_pipeline import predict  # predict_scene with the predictor carrying norm and classes
 from rsseg.predict.predictor import TorchPredictor
 from rsseg.tiling import BLEND_MODES
 
@@ -63,8 +63,8 @@ def predict_case(folder: Path, dtype: str, blend: str,
     out, conf = folder / f"{dtype}_{blend}.tif", folder / f"{dtype}_{blend}_conf.tif"
     torch.set_num_threads(1)
     predictor = TorchPredictor(network(), "cpu", num_classes=6, device_path=device_path)
-    predict_scene(scene, out, predictor, None, tile=64, overlap=20, blend=blend, batch_size=3,
-                  probs=conf, overwrite=True)
+    predict(scene, out, predictor, None, tile=64, overlap=20, blend=blend, batch_size=3,
+            probs=conf, overwrite=True)
     with rasterio.open(out) as a, rasterio.open(conf) as b:
         return a.read(1), b.read(1)
 

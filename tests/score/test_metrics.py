@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from rsseg.score.metrics import (cohen_kappa, confusion_from_joint, confusion_matrix,
-                           joint_histogram, scores_from_confusion)
+from rsseg.score.metrics import (
+    cohen_kappa,
+    confusion_from_joint,
+    confusion_matrix,
+    joint_histogram,
+    scores_from_confusion,
+)
 
 
 def _reference(label, pred, k, ignore_index=255):

@@ -15,9 +15,9 @@ from scipy import ndimage
 
 from rsseg.classes import ISPRS
 from rsseg.cli import run
-from rsseg.synth.scene import FLOAT_NODATA, write_synthetic_scene
 from rsseg.synth.layout import SceneLayout
 from rsseg.synth.render import SceneGrid, render_window
+from rsseg.synth.scene import FLOAT_NODATA, write_synthetic_scene
 
 from conftest import require_tool
 

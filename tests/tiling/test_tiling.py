@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rsseg.tiling import BLEND_MODES, BlendWeights, WindowGrid, axis_starts, ramp
 
 from rsseg.predict.blend import StreamingBlender, row_groups, window_order
-from rsseg.tiling import BLEND_MODES, BlendWeights, WindowGrid, axis_starts, ramp
 
 
 @st.composite

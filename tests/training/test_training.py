@@ -13,12 +13,12 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
+from rsseg.models import register_model, unregister_model
 
 from rsseg.checkpoint import load_checkpoint
 from rsseg.classes import ISPRS, NODATA
 from rsseg.cli import run as run_cli
 from rsseg.errors import InputError, ModelError, OutputError
-from rsseg.models import register_model, unregister_model
 from rsseg.training import TrainConfig, resume, train
 from rsseg.training.dataset import RandomWindowDataset
 from rsseg.training.evaluate import majority_baseline_miou

@@ -75,14 +75,12 @@ def test_checkpoint_is_self_describing_fp16(weights):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_beats_majority_baseline_on_unseen_real_image(weights, tmp_path):
-    from rsseg.predict.engine import predict_scene
-    from rsseg.predict.predictor import TorchPredictor, resolve_model
+    from rsseg import PredictSettings, load_predictor, predict_scene
 
     image, _, _ = real_image_files()
-    resolved = resolve_model(REAL_MODEL, weights, 3)
+    resolved = load_predictor(REAL_MODEL, weights, channels=3, device="cpu")
     out = tmp_path / "classes.tif"
-    predict_scene(image, out, TorchPredictor(resolved.model, "cpu", num_classes=5),
-                  resolved.normalization, classes=resolved.classes, tile=512, overlap=128)
+    predict_scene(image, out, resolved, PredictSettings(tile=512, overlap=128))
     with rasterio.open(out) as src:
         pred = src.read(1)
         assert src.tags()["CLASS_NAMES"] == ",".join(NAMES)  # the scheme reaches the COG
