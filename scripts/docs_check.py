@@ -211,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 if block.skip:
                     skipped.append((where, block.skip))
                     continue
-                for path in written_by([block]) & untouched:
-                    (folder / path).unlink()
-                    untouched.discard(path)
+                for written in written_by([block]):  # a file, or a folder (-o runs/x)
+                    for path in [p for p in untouched
+                                 if p == written or p.startswith(written.rstrip("/") + "/")]:
+                        (folder / path).unlink()
+                        untouched.discard(path)
                 started = time.perf_counter()
                 ok, output = run_block(block, folder, env)
                 ran += 1

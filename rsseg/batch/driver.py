@@ -176,7 +176,9 @@ def _run(db: JobDB, tiles, mosaics, extras: TileExtras, plans, out: Path,
             (out / INTERNAL_DIR / folder).mkdir()
         extras.write_vrts()
         run = {"id": summary.run_id, "started": now(), "pid": os.getpid(),
-               "workers": options.workers, "threads": options.threads,
+               # an outside cluster's size is recorded once it is known
+               "workers": None if options.scheduler else options.workers,
+               "threads": options.threads,
                "scheduler": options.scheduler or "local", "tiles": len(todo)}
         db.save_grids(tiles)
         db.start_run(run, settings, [{"key": p.tile.path, "checksum": p.checksum,
@@ -187,6 +189,7 @@ def _run(db: JobDB, tiles, mosaics, extras: TileExtras, plans, out: Path,
             cluster = None
             if todo:
                 cluster = starter.get()
+                db.set_run_workers(summary.run_id, cluster.workers)
                 timings["cluster_ready"] = round(time.perf_counter() - t0, 3)
                 bar.log(f"rsseg: {cluster.describe()}")
                 _run_tiles(cluster.client, todo, db, summary, bar, out, cluster.workers,

@@ -235,6 +235,12 @@ class JobDB:
                   "outputs": json.dumps(p["outputs"]), "run_id": run["id"]} for p in pending))
         self._done = None
 
+    def set_run_workers(self, run_id: str, workers: int) -> None:
+        """The cluster's own worker count, once it is known (an outside cluster's may
+        differ from --workers)."""
+        with self._transaction():
+            self.conn.execute("UPDATE runs SET workers = ? WHERE id = ?", (workers, run_id))
+
     def finish_run(self, run_id: str, timings: dict) -> None:
         with self._transaction():
             self.conn.execute("UPDATE runs SET finished = ?, timings = ? WHERE id = ?",

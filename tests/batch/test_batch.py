@@ -375,6 +375,7 @@ def test_existing_cluster_via_scheduler_address(mosaic_run, tmp_path):
         tiles = load_manifest(out)["tiles"]
         assert {t["worker"] for t in tiles.values()} == {worker}
         assert load_manifest(out)["runs"][0]["scheduler"] == cluster.scheduler_address
+        assert load_manifest(out)["runs"][0]["workers"] == 1  # the cluster's, not --workers
         with Client(cluster) as client:  # still up: the job only disconnected
             assert list(client.nthreads()) == [worker]
             assert client.submit(sum, [1, 2]).result() == 3
