@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_LANGS = {"sh", "bash", "shell", "console"}
 COMMAND = re.compile(r"^\s*(\$ )?(rsseg|python3?|make|gdalinfo|ogrinfo|dask|qgis_process)(?=\s)")
 SKIP = re.compile(r"<!--\s*docs-check:\s*skip\s+(.+?)\s*-->")
+IN_CHECKOUT = re.compile(r"<!--\s*docs-check:\s*in-checkout\s*-->")
 
 # Scale work down, not the interface: the same options with smaller values.
 SPEED_UPS = [
@@ -51,7 +52,7 @@ SPEED_UPS = [
     (re.compile(r"--crop \d+"), "--crop 64"),
     (re.compile(r"--batch-size \d+"), "--batch-size 2"),
     # make targets run in the checkout, not in the page's folder
-    (re.compile(r"^make ", re.M), 'make -s -C "$RSSEG_ROOT" '),
+    (re.compile(r"^(\s*)make ", re.M), r'\1make -s -C "$RSSEG_ROOT" '),
 ]
 
 
@@ -62,6 +63,7 @@ class Block:
     lang: str
     body: str
     skip: str | None
+    in_checkout: bool = False  # install/build steps: run in the checkout, not a scratch folder
 
 
 def blocks_of(page: Path) -> list[Block]:
@@ -75,9 +77,12 @@ def blocks_of(page: Path) -> list[Block]:
         start, lang = i, fence.group(2)
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"),
                    len(lines))
-        skip = SKIP.search(lines[start - 1]) if start > 0 else None
-        found.append(Block(page, start + 1, lang, "\n".join(lines[start + 1:end]),
-                           skip.group(1) if skip else None))
+        before = lines[start - 1] if start > 0 else ""
+        skip = SKIP.search(before)
+        body = "\n".join(row[len(fence.group(1)):] if row.startswith(fence.group(1)) else row
+                         for row in lines[start + 1:end])  # fences indented in a list item
+        found.append(Block(page, start + 1, lang, body, skip.group(1) if skip else None,
+                           bool(IN_CHECKOUT.search(before))))
         i = end + 1
     return found
 
@@ -129,7 +134,8 @@ def make_fixtures(folder: Path, rsseg: str) -> None:
             raise SystemExit(f"docs check: making fixtures failed: rsseg {' '.join(args)}\n"
                              f"{proc.stderr[-2000:]}")
 
-    for sub in ("imgs", "gts", "val", "city", "run", "runs/x", "runs/rgb"):
+    for sub in ("imgs", "gts", "val", "city", "run", "runs/x", "runs/rgb", "rgb", "gt",
+                "rgb_val", "gt_val"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     run("synth", "-o", "scene.tif", "--size", "640x448", "--seed", "1", "--labels", "labels.tif")
     # A scene in separate files: 3 bands + a 1-band IR file + a DSM on a coarser grid.
@@ -138,6 +144,7 @@ def make_fixtures(folder: Path, rsseg: str) -> None:
     subprocess.run(["gdal_translate", "-q", "-b", "1", "rgb.tif", "ir.tif"], **gdal)
     subprocess.run(["gdalwarp", "-q", "-tr", "0.18", "0.18", "dsm_fine.tif", "dsm.tif"], **gdal)
     shutil.copy(folder / "rgb.tif", folder / "top_rgb.tif")
+    shutil.copy(folder / "rgb.tif", folder / "ortho.tif")
     shutil.copy(folder / "ir.tif", folder / "top_ir.tif")
     shutil.copy(folder / "ir.tif", folder / "pan.tif")
     # Untrained checkpoints of the band counts the docs use (the docs show the interface).
@@ -145,7 +152,7 @@ def make_fixtures(folder: Path, rsseg: str) -> None:
                    "from rsseg.checkpoint import Checkpoint; torch.manual_seed(0)\n"
                    "for net, bands, path in (('bafnet', 4, 'run/best.pt'), "
                    "('baff_skipnet', 5, 'run/rgbi_dsm.pt'), ('baff_skipnet', 3, 'run/rgb.pt'), "
-                   "('baff_skipnet', 3, 'runs/rgb/best.pt')):\n"
+                   "):\n"
                    "    Checkpoint.from_model(create_model(net, in_channels=bands, "
                    "num_classes=6)).save(path)")
     subprocess.run([sys.executable, "-c", checkpoints], **gdal)
@@ -167,12 +174,22 @@ def make_fixtures(folder: Path, rsseg: str) -> None:
         "val/img.tif", "--val-labels", "val/gt.tif", "--model", "baff_skipnet", "-o", "runs/x",
         "--epochs", "1", "--crop", "64", "--batch-size", "2")
     shutil.copy(folder / "runs/x/best.pt", folder / "w.pt")
+    # 3-band (RGB-like) scenes and a trained RGB model (what --for deepness|geodeep takes)
+    for name, seed in (("rgb/a", 1), ("rgb/b", 4), ("rgb_val/a", 3)):
+        labels = name.replace("rgb", "gt")
+        run("synth", "-o", f"{name}.tif", "--size", "384x384", "--seed", str(seed),
+            "--labels", f"{labels}.tif", "--dsm-out", f"{name}_dsm.tif")
+        (folder / f"{name}_dsm.tif").unlink()
+    run("train", "--images", "rgb/a.tif", "rgb/b.tif", "--labels", "gt/a.tif", "gt/b.tif",
+        "--val-images", "rgb_val/a.tif", "--val-labels", "gt_val/a.tif", "--model",
+        "baff_skipnet", "-o", "runs/rgb", "--epochs", "1", "--crop", "64", "--batch-size", "2")
     run("export", "w.pt", "-o", "model.onnx")
 
 
 def run_block(block: Block, folder: Path, env: dict) -> tuple[bool, str]:
     script = "set -eo pipefail\n" + script_of(block)
-    proc = subprocess.run(["bash", "-c", script], cwd=folder, env=env, capture_output=True,
+    proc = subprocess.run(["bash", "-c", script], cwd=ROOT if block.in_checkout else folder,
+                          env=env, capture_output=True,
                           text=True, timeout=900)
     return proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 

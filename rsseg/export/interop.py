@@ -132,7 +132,9 @@ def tool_input_graph(model, ckpt: Checkpoint, order: list[int] | None):
         mean, std = np.zeros(3), np.full(3, UINT8_MAX)
     else:
         mean, std = np.asarray(ckpt.bands.mean), np.asarray(ckpt.bands.std)
-    return ToolInputGraph(model, order, mean, std)
+    # eval(): the exporter restores the wrapper's mode afterwards, recursively; a wrapper left in
+    # training mode would put the network's BatchNorm into training mode for the check.
+    return ToolInputGraph(model, order, mean, std).eval()
 
 
 class ToolInputGraph(torch.nn.Module):

@@ -277,3 +277,25 @@ def test_band_order_and_resolution_rules():
     keys = tool_metadata(CLASSES, {"size": 512, "overlap": 100}, ([0.0] * 3, [1.0] * 3), None)
     assert "resolution" not in keys  # unknown: GeoDeep's and Deepness's own defaults apply
     assert json.loads(keys["tiles_overlap"]) == 20  # 100 / 512 = 19.5 %, an integer for Deepness
+
+
+@pytest.mark.parametrize("network", ["baff_skipnet"])
+def test_for_export_of_a_batchnorm_network_matches_torch(tmp_path, network):
+    # torch.onnx.export restores the wrapper's training mode afterwards, recursively: a
+    # wrapper built in training mode put BatchNorm into batch statistics and the check
+    # failed (probabilities off by 0.5) for every bundled network.
+    torch.manual_seed(0)
+    model = create_model(network, in_channels=3, num_classes=6)
+    norm = Normalization(["R", "G", "B"], [100.0, 110.0, 90.0], [50.0, 40.0, 60.0])
+    Checkpoint.from_model(model, bands=norm).save(tmp_path / "m.pt")
+    assert run(["export", str(tmp_path / "m.pt"), "--for", "deepness", "--tile", "128",
+                "-o", str(tmp_path / "m.onnx"), "--no-progress"]) == 0
+    x = np.random.default_rng(0).random((1, 3, 128, 128)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        scaled = torch.from_numpy(x) * 255.0
+        mean = torch.tensor(norm.mean).reshape(1, 3, 1, 1)
+        std = torch.tensor(norm.std).reshape(1, 3, 1, 1)
+        expected = torch.softmax(model.eval()((scaled - mean) / std), dim=1).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
