@@ -131,7 +131,10 @@ class _Relay:
         text = line.rstrip("\r\n")
         if text.strip():
             self.stderr_lines.append(text)
-            self._push("pushConsoleInfo", text)
+            # rsseg's notes (e.g. "weights trained on synthetic scenes only") and warnings
+            # must reach the analyst, not only the console log
+            shown = text.startswith(("rsseg: note:", "rsseg: warning:"))
+            self._push("pushWarning" if shown else "pushConsoleInfo", text)
 
     def _event(self, event):
         kind = event.get("event")

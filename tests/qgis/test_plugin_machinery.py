@@ -162,3 +162,34 @@ def test_settings_dialog_builds_offscreen(clean_settings, tmp_path, rsseg_exe):
     assert clean_settings.configured_executable() == rsseg_exe
     assert Path(clean_settings.resolve_executable()) == Path(rsseg_exe)
     assert os.access(clean_settings.resolve_executable(), os.X_OK)
+
+
+def test_rsseg_notes_and_warnings_reach_the_feedback_as_warnings(qgis_app, plugin_dir):
+    # "weights trained on synthetic scenes only" must not hide in the console log
+    from qgis.core import QgsProcessingFeedback
+
+    sys.path.insert(0, str(PLUGIN_SOURCE.parent))
+    try:
+        from qgis_plugin.runner import _Relay
+    finally:
+        sys.path.pop(0)
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings, self.console = [], []
+
+        def pushWarning(self, text):
+            self.warnings.append(text)
+
+        def pushConsoleInfo(self, text):
+            self.console.append(text)
+
+    feedback = Recorder()
+    relay = _Relay("predict", feedback)
+    relay.stderr_line("rsseg: note: best.pt (bafnet): trained on synthetic scenes only\n")
+    relay.stderr_line("rsseg: warning: overlap 128 does not fit tile 100\n")
+    relay.stderr_line("predict: 50%|#####     | 0.5/1.0 Mpx\n")
+    assert feedback.warnings == ["rsseg: note: best.pt (bafnet): trained on synthetic scenes only",
+                                 "rsseg: warning: overlap 128 does not fit tile 100"]
+    assert feedback.console == ["predict: 50%|#####     | 0.5/1.0 Mpx"]
