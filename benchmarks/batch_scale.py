@@ -119,7 +119,7 @@ def run_once(pattern: str, out: str, workers: int) -> dict:
     JobDB.record = timed_record
     import rsseg.batch.driver as driver
 
-    run_tiles = driver._run_tiles
+    run_tiles = driver.run_tiles
     phase: dict[str, float] = {}
 
     def timed_run_tiles(*args, **kwargs):  # the tile phase alone: no planning, no start-up
@@ -129,7 +129,7 @@ def run_once(pattern: str, out: str, workers: int) -> dict:
         finally:
             phase["cpu"] = cpu_seconds() - start
 
-    driver._run_tiles = timed_run_tiles
+    driver.run_tiles = timed_run_tiles
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     summary = run_batch(pattern, out, BatchOptions(workers=workers, **MODEL))

@@ -31,7 +31,6 @@ Plan:
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 import shutil
 import sqlite3
@@ -41,10 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsseg.batch.bandfiles import TileExtras
-from rsseg.batch.inputs import (Mosaic, Tile, aligned, context_tiles, group_mosaics,
-                                is_virtual, layout, open_tiles, resolve_inputs)
+from rsseg.batch.inputs import (Mosaic, Tile, context_tiles, group_mosaics, is_virtual,
+                                open_tiles, resolve_inputs)
+from rsseg.batch.mosaics import CONFIDENCE_DIR, vector_options, write_mosaics
+from rsseg.batch.submit import run_tiles
 from rsseg.batch.jobdb import LEGACY_NAME, NAME as DB_NAME, JobDB, digest, fingerprint, now
-from rsseg.batch.split import PARTS_DIR, band_count, merge_parts, split_job
+from rsseg.batch.split import PARTS_DIR
 from rsseg.batch.worker import ModelSpec, TileJob
 from rsseg.atomic import check_folder_creatable, make_folders
 from rsseg.errors import InputError, OutputError
@@ -53,12 +54,6 @@ from rsseg.progress import Progress
 RESERVED = {"mosaic", "manifest"}
 INTERNAL_DIR = ".rsseg"
 INPUTS_DIR = "inputs"
-CONFIDENCE_DIR = "confidence"  # --probs: out/confidence/<stem>.tif and out/confidence.vrt
-MAX_ATTEMPTS = 2  # a failing tile is retried once
-# Tasks in flight per worker: enough to keep every worker fed while results come
-# back, few enough that the scheduler never holds one future per tile.
-IN_FLIGHT_PER_WORKER = 4
-MIN_IN_FLIGHT = 16
 
 
 @dataclass
@@ -192,10 +187,11 @@ def _run(db: JobDB, tiles, mosaics, extras: TileExtras, plans, out: Path,
                 db.set_run_workers(summary.run_id, cluster.workers)
                 timings["cluster_ready"] = round(time.perf_counter() - t0, 3)
                 bar.log(f"rsseg: {cluster.describe()}")
-                _run_tiles(cluster.client, todo, db, summary, bar, out, cluster.workers,
+                run_tiles(cluster.client, todo, db, summary, bar, out / INTERNAL_DIR / PARTS_DIR,
+                          cluster.workers,
                            _ContextVrts(mosaics))
                 timings["tiles_done"] = round(time.perf_counter() - t0, 3)
-            _write_mosaics(plans, db, summary, out, options, cluster, bar)
+            write_mosaics(plans, db, summary, out, options, cluster, bar)
             timings["mosaics_done"] = round(time.perf_counter() - t0, 3)
     finally:
         if starter is not None:
@@ -389,15 +385,11 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
-                "vector": _vector_options(options) if options.vector else None,
+                "vector": vector_options(options) if options.vector else None,
                 **extras.settings(), **({"probs": True} if options.probs else {})}
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
     return settings, [line for line in resolved.notes if line.startswith("note: ")]
-
-
-def _vector_options(options: BatchOptions) -> dict:
-    return {"simplify": options.simplify, "min_area": options.min_area}
 
 
 def _input_vrt(out: Path, stem: str) -> str:
@@ -433,7 +425,7 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
                       vector=os.path.join(out, outputs["vector"]) if options.vector else None,
                       model=spec, bands=options.bands, tile=size, overlap=overlap,
                       blend=options.blend, batch_size=options.batch_size,
-                      vector_options=_vector_options(options),
+                      vector_options=vector_options(options),
                       band_files=extras.for_tile(tile), align=options.align,
                       probs=os.path.join(out, outputs["confidence"]) if options.probs else None)
         inputs = {p: fingerprints(p) for p in [t.path for t in context] + extras.files(context)}
@@ -542,209 +534,3 @@ def remove_partials(out: Path, stems: set[str]) -> list[Path]:
 
 
 # ---- running ---------------------------------------------------------------------------------
-
-def _run_tiles(client, todo: list[_Planned], db: JobDB, summary: BatchSummary, bar,
-               out: Path, workers: int, vrts: _ContextVrts) -> None:
-    """Submit the tiles in a bounded window, record each as it finishes, retry failures once.
-
-    At most ``in_flight(workers)`` tiles are queued on the cluster at once; each
-    result tops the window up, so the scheduler and this process hold a few
-    futures per worker whatever the tile count. With fewer tiles than workers,
-    big tiles run as row bands on several workers (:mod:`rsseg.batch.split`).
-    """
-    from distributed import as_completed
-
-    attempts: dict[str, int] = {}
-    submit = _Submitter(client, summary.run_id, out / INTERNAL_DIR / PARTS_DIR)
-    waiting = iter(todo)
-    futures: dict = {}
-    pending = as_completed()
-
-    def send(plan: _Planned) -> None:
-        key = plan.tile.path
-        attempts[key] = attempts.get(key, 0) + 1
-        bands = band_count(len(todo), workers, plan.tile.height, plan.job.tile)
-        vrts.write(plan)
-        future = submit(plan, attempts[key], bands)
-        futures[future] = plan
-        pending.add(future)
-
-    window = _Window(client, workers)
-    for plan in itertools.islice(waiting, window.size()):
-        send(plan)
-    try:
-        for future in pending:
-            plan = futures.pop(future)
-            key = plan.tile.path
-            if future.status == "finished":
-                db.record(key, _done_entry(plan, future.result(), attempts.pop(key),
-                                           summary.run_id))
-                summary.done.append(key)
-            else:
-                error = _error_text(future)
-                if attempts[key] < MAX_ATTEMPTS:
-                    bar.log(f"rsseg: retrying {key}: {error}")
-                    send(plan)
-                    continue
-                db.record(key, {"status": "failed", "checksum": plan.checksum,
-                                "inputs": plan.inputs, "outputs": {}, "error": error,
-                                "run_id": summary.run_id, "finished": now(),
-                                "attempts": attempts.pop(key)})
-                summary.failed[key] = error
-            vrts.remove(plan)
-            bar.update(1)
-            submit.forget_bands()
-            for following in itertools.islice(waiting, max(window.size() - len(futures), 0)):
-                send(following)
-    finally:
-        if futures:  # interrupted: stop what is still queued or running
-            client.cancel(list(futures) + submit.band_futures, force=True)
-
-
-def in_flight(workers: int) -> int:
-    """How many tiles the driver keeps queued on a cluster of ``workers`` workers."""
-    return max(MIN_IN_FLIGHT, IN_FLIGHT_PER_WORKER * workers)
-
-
-class _Window:
-    """The number of tiles to keep in flight, following the cluster's size (workers of
-    an external cluster may come and go during a long job); asked every few seconds."""
-
-    RECHECK_SECONDS = 10.0
-
-    def __init__(self, client, workers: int):
-        self.client, self.workers = client, workers
-        self.checked = time.monotonic()
-
-    def size(self) -> int:
-        if time.monotonic() - self.checked > self.RECHECK_SECONDS:
-            self.checked = time.monotonic()
-            try:
-                self.workers = len(self.client.nthreads()) or self.workers
-            except Exception:  # noqa: BLE001 - a busy scheduler: keep the last size
-                pass
-        return in_flight(self.workers)
-
-
-class _Submitter:
-    """Submits a tile as one task, or as band tasks and the task that stitches them."""
-
-    def __init__(self, client, run_id: str, parts_dir: Path):
-        self.client, self.run_id, self.parts_dir = client, run_id, parts_dir
-        self.band_futures: list = []
-
-    def forget_bands(self) -> None:
-        """Drop band futures that are finished (the list holds only those still running)."""
-        self.band_futures = [f for f in self.band_futures if not f.done()]
-
-    def __call__(self, plan: _Planned, attempt: int, bands: int):
-        from rsseg.batch.worker import run_tile
-
-        key = f"rsseg-tile-{plan.tile.stem}-{self.run_id}-{attempt}"
-        if bands <= 1:
-            return self.client.submit(run_tile, plan.job, key=key, pure=False)
-        parts = split_job(plan.job, bands, plan.tile.height, plan.tile.width, self.parts_dir,
-                          attempt)
-        futures = [self.client.submit(run_tile, part, key=f"{key}-band{k}", pure=False)
-                   for k, part in enumerate(parts)]
-        self.band_futures.extend(futures)
-        # A band's failure is the stitching task's failure: the tile is retried whole.
-        return self.client.submit(merge_parts, plan.job, parts, *futures, key=key, pure=False)
-
-
-def _error_text(future) -> str:
-    try:
-        exc = future.exception()
-    except Exception as outer:  # noqa: BLE001 - e.g. the future was cancelled
-        exc = outer
-    from rsseg.errors import RssegError
-
-    text = " ".join(str(exc).split())
-    if isinstance(exc, RssegError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _done_entry(plan: _Planned, result: dict, attempts: int, run_id: str) -> dict:
-    return {"status": "done", "checksum": plan.checksum, "inputs": plan.inputs,
-            "outputs": plan.outputs, "run_id": run_id, "finished": now(),
-            "seconds": result["seconds"], "forward_seconds": result["forward_seconds"],
-            "windows": result["windows"], "attempts": attempts, "worker": result["worker"],
-            "pid": result["pid"], "threads": result["threads"],
-            "model_loads": result["model_loads"],
-            **({"bands": result["bands"]} if "bands" in result else {})}
-
-
-# ---- mosaics ---------------------------------------------------------------------------------
-
-def _write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
-                   options: BatchOptions, cluster, bar) -> None:
-    """``mosaic.vrt`` over every finished class raster, and the merged GeoPackage."""
-    vector_opts = _vector_options(options)
-    done = [p for p in plans if db.is_done(p.tile.path, p.checksum, out)]
-    if not done:
-        return
-    base = done[0].tile
-    members = [p for p in done if aligned(base, p.tile)]
-    for p in done:
-        if p not in members:
-            bar.log(f"rsseg: warning: {p.tile.path} is on another grid than {base.path}; "
-                    "its class raster is left out of mosaic.vrt")
-    checksum = digest({"tiles": sorted((p.tile.path, p.checksum) for p in members),
-                       "vector": vector_opts if options.vector else None})
-    previous = db.mosaic
-    vrt, gpkg, conf = out / "mosaic.vrt", out / "mosaic.gpkg", out / f"{CONFIDENCE_DIR}.vrt"
-    up_to_date = previous.get("checksum") == checksum and vrt.is_file() and (
-        not options.vector or gpkg.is_file()) and (not options.probs or conf.is_file())
-    summary.mosaic = vrt
-    summary.vector = gpkg if options.vector else None
-    if up_to_date:
-        if options.vector:
-            bar.update(1)
-        return
-    _class_vrt(vrt, [p.tile for p in members], out)
-    if options.probs:
-        _confidence_vrt(conf, [p.tile for p in members], out)
-        vector_opts = dict(vector_opts, probs=str(conf))
-    if options.vector:
-        from rsseg.batch.worker import vectorize_mosaic
-
-        if cluster is not None:
-            cluster.client.submit(vectorize_mosaic, str(vrt), str(gpkg), vector_opts,
-                                  pure=False).result()
-        else:
-            vectorize_mosaic(str(vrt), str(gpkg), vector_opts)
-        bar.update(1)
-    db.set_mosaic({"vrt": vrt.name, "vector": gpkg.name if options.vector else None,
-                   "confidence": conf.name if options.probs else None, "tiles": len(members), "checksum": checksum, "run_id": summary.run_id,
-                   "finished": now()})
-
-
-def _confidence_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
-    from rsseg.io.cog import confidence_metadata
-    from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
-    from rsseg.predict.sinks import CONFIDENCE_NODATA
-
-    offsets, width, height, transform = layout(tiles)
-    sources = [VrtSource(str(out / CONFIDENCE_DIR / f"{t.stem}.tif"), col, row, t.width, t.height)
-               for t, (col, row) in zip(tiles, offsets)]
-    meta = confidence_metadata()
-    band = VrtBand("uint8", CONFIDENCE_NODATA, meta["description"], None, meta["band_tags"])
-    write_mosaic_vrt(path, sources, width, height, tiles[0].crs, transform, [band],
-                     tags=meta["tags"], relative=True)
-
-
-def _class_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
-    from rsseg.io.vrt import VrtBand, VrtSource, write_mosaic_vrt
-    from rsseg.classes import NODATA
-    from rsseg.io.cog import class_metadata, read_classes
-
-    offsets, width, height, transform = layout(tiles)
-    sources = [VrtSource(str(out / f"{t.stem}.tif"), col, row, t.width, t.height)
-               for t, (col, row) in zip(tiles, offsets)]
-    classes = read_classes(sources[0].path)
-    meta = class_metadata(classes) if classes else {"description": "class", "colormap": None,
-                                                    "tags": {}, "band_tags": {}}
-    band = VrtBand("uint8", NODATA, meta["description"], meta["colormap"], meta["band_tags"])
-    write_mosaic_vrt(path, sources, width, height, tiles[0].crs, transform, [band],
-                     tags=meta["tags"], relative=True)
