@@ -103,12 +103,14 @@ def class_grids(images: list[Image]):
 class WindowSampler:
     """Random training windows with scale jitter, flips, rotations and colour jitter."""
 
-    def __init__(self, images, norm, crop, scale_min, scale_max, class_balance, seed):
+    def __init__(self, images, norm, crop, scale_min, scale_max, class_balance, seed,
+                 colour_jitter=1.0):
         from rsseg.training.sampling import ClassSampler
 
         self.images, self.norm, self.crop = images, norm, crop
         self.log_scales = (math.log(scale_min), math.log(scale_max))
         self.class_balance = class_balance
+        self.colour_jitter = colour_jitter
         self.classes = ClassSampler(class_grids(images))
         areas = np.array([im.labels.size for im in images], np.float64)
         self.image_p = areas / areas.sum()
@@ -140,11 +142,17 @@ class WindowSampler:
                               align_corners=False, antialias=size > self.crop)[0]
             y = F.interpolate(y[None, None].float(), size=(self.crop, self.crop),
                               mode="nearest")[0, 0].to(torch.uint8)
-        # Tiles differ in exposure and haze: jitter contrast and brightness a little.
-        contrast = self.rng.uniform(0.85, 1.15)
-        shift = self.rng.uniform(-12, 12) + self.rng.uniform(-4, 4, size=3)
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        x = (x - mean) * contrast + mean + torch.tensor(shift, dtype=torch.float32)[:, None, None]
+        if self.colour_jitter:
+            # Tiles differ in exposure and haze by far more than a little (mean RGB 76 to
+            # 175 across the seven): jitter gain, contrast and offset as widely, with a
+            # small per-channel cast, and clip as a sensor saturates.
+            j = self.colour_jitter
+            gain = math.exp(self.rng.uniform(-0.35, 0.35) * j)
+            contrast = math.exp(self.rng.uniform(-0.25, 0.25) * j)
+            shift = self.rng.uniform(-40, 40) * j + self.rng.uniform(-10, 10, size=3) * j
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            x = (x - mean) * contrast + mean * gain + torch.tensor(shift, dtype=torch.float32)[:, None, None]
+            x = x.clamp(0, 255)
         k = int(self.rng.integers(4))
         x, y = torch.rot90(x, k, (1, 2)), torch.rot90(y, k, (0, 1))
         if self.rng.random() < 0.5:
@@ -245,9 +253,9 @@ def train(args) -> None:
 
         model.load_state_dict(load_checkpoint(args.init).build_model().float().state_dict())
     sampler = WindowSampler(train_images, norm, args.crop, args.scale_min, args.scale_max,
-                            args.class_balance, args.seed)
+                            args.class_balance, args.seed, args.colour_jitter)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    loss_fn = HybridLoss(ignore_index=255)
+    loss_fn = HybridLoss(dice_weight=args.dice_weight, ignore_index=255)
     budget = args.minutes * 60
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("bundle",)}
@@ -356,6 +364,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scale-min", type=float, default=0.6)
     parser.add_argument("--scale-max", type=float, default=1.5)
     parser.add_argument("--class-balance", type=float, default=0.5)
+    parser.add_argument("--dice-weight", type=float, default=1.0, help="0: cross-entropy only")
+    parser.add_argument("--colour-jitter", type=float, default=1.0,
+                        help="strength of the photometric jitter (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",

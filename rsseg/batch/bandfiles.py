@@ -5,9 +5,11 @@ last, named DSM). A batch names them in one of two ways:
 
 - a *pattern* with ``{stem}``, e.g. ``dsm/{stem}_dsm.tif``: one file per tile, found
   by the tile's file name without its suffix. Without ``--align`` each file must be
-  on its tile's grid; the files of a mosaic's tiles are then read through one VRT
-  on the mosaic's grid (``out/.rsseg/extra-<mosaic>-<k>.vrt``), so a tile's border
-  windows see its neighbours' extra bands as well as their pixels. With
+  on its tile's grid; each tile then reads them through a VRT on its mosaic's grid
+  that lists the files of its context tiles only, as its pixels are read
+  (``out/.rsseg/inputs/extra-<k>/<stem>.vrt``, written just before the tile runs):
+  its border windows see its neighbours' extra bands, and opening it costs the
+  same in a mosaic of 100,000 tiles as in one of nine. With
   ``--align`` they may be on another grid (a coarser DSM): the VRT is then built
   on their own grid and reprojected onto the mosaic's on the fly (WarpedVRT,
   bilinear), as predict does for one file;
@@ -62,6 +64,9 @@ class _Source:
 
     path: str
     vrt_of: Mosaic | None = None  # the tiles of the VRT to write at ``path``
+    # per-tile files on the tiles' own grids: each tile gets a VRT of its context's files
+    file_of: dict | None = None  # tile path -> its file (a Tile placed in ``vrt_of``)
+    mask: bool = False  # does the whole VRT need a coverage mask
 
 
 class TileExtras:
@@ -72,6 +77,7 @@ class TileExtras:
         self.align = align
         self.channels = 0  # bands the extras add to each tile
         self._sources: dict[tuple[int, int], _Source] = {}
+        self._folder: Path | None = None
         if self.extras or bands:
             self._check_tiles(tiles, bands)
         for extra in self.extras:
@@ -118,6 +124,7 @@ class TileExtras:
 
     def check_mosaics(self, mosaics: list[Mosaic], folder: Path) -> None:
         """Decide how each mosaic reads each extra file (VRTs go under ``folder``)."""
+        self._folder = folder
         for i, extra in enumerate(self.extras):
             if not is_pattern(extra):
                 self._check_mosaic_file(extra)
@@ -145,10 +152,14 @@ class TileExtras:
         if len(files) == 1:
             return _Source(files[0].path)  # predict's own case: Scene checks or warps it
         if not self.align:  # each file is on its tile's grid (checked): same places
+            from rsseg.io.vrt import needs_mask
+
             for file, tile in zip(files, mosaic.tiles):
                 file.col, file.row = tile.col, tile.row
-            return _Source(str(vrt), Mosaic(mosaic.index, files, mosaic.width, mosaic.height,
-                                             mosaic.transform))
+            placed = Mosaic(mosaic.index, files, mosaic.width, mosaic.height, mosaic.transform)
+            return _Source(str(vrt), placed,
+                           file_of={t.path: f for t, f in zip(mosaic.tiles, files)},
+                           mask=needs_mask(placed))
         odd = [f for f in files[1:] if not share_a_vrt(files[0], f)]
         if odd:
             raise InputError(f"the {option_name(extra)} files of neighbouring tiles are not on "
@@ -192,11 +203,32 @@ class TileExtras:
     # ---- what the workers read ------------------------------------------------------------
 
     def write_vrts(self) -> None:
+        """The VRTs read by every tile of a mosaic (per-tile ones: :meth:`write_tile_vrts`)."""
         from rsseg.io.vrt import input_mosaic_vrt
 
         for source in self._sources.values():
-            if source.vrt_of is not None:
+            if source.vrt_of is not None and source.file_of is None:
                 input_mosaic_vrt(source.path, source.vrt_of)
+
+    def _tile_vrt(self, i: int, tile: Tile) -> str:
+        return str(self._folder / "inputs" / f"extra-{i}" / f"{tile.stem}.vrt")
+
+    def write_tile_vrts(self, tile: Tile, context: list[Tile]) -> list[str]:
+        """Write ``tile``'s VRTs of per-tile files (those of its ``context`` tiles only);
+        returns their paths, to remove once the tile is done."""
+        from rsseg.io.vrt import input_mosaic_vrt
+
+        written = []
+        for i in range(len(self.extras)):
+            source = self._sources.get((tile.mosaic, i)) if tile.ok else None
+            if source is None or source.file_of is None:
+                continue
+            path = Path(self._tile_vrt(i, tile))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            input_mosaic_vrt(path, source.vrt_of, [source.file_of[t.path] for t in context],
+                             source.mask)
+            written.append(str(path))
+        return written
 
     def for_tile(self, tile: Tile) -> tuple[BandFile, ...]:
         """What the worker predicting ``tile`` stacks onto its pixels, in option order.
@@ -207,7 +239,9 @@ class TileExtras:
         stacked = []
         for i, extra in enumerate(self.extras):
             source = self._sources.get((tile.mosaic, i)) if tile.ok else None
-            if source is not None:
+            if source is not None and source.file_of is not None:
+                stacked.append(replace(extra, path=self._tile_vrt(i, tile)))
+            elif source is not None:
                 stacked.append(replace(extra, path=source.path))
             else:
                 path = tile_file(extra, tile) if is_pattern(extra) else os.path.abspath(extra.path)

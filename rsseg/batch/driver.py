@@ -189,7 +189,7 @@ def _run(db: JobDB, tiles, mosaics, extras: TileExtras, plans, out: Path,
                 bar.log(f"rsseg: {cluster.describe()}")
                 run_tiles(cluster.client, todo, db, summary, bar, out / INTERNAL_DIR / PARTS_DIR,
                           cluster.workers,
-                           _ContextVrts(mosaics))
+                           _ContextVrts(mosaics, extras))
                 timings["tiles_done"] = round(time.perf_counter() - t0, 3)
             write_mosaics(plans, db, summary, out, options, cluster, bar)
             timings["mosaics_done"] = round(time.perf_counter() - t0, 3)
@@ -291,11 +291,13 @@ def _remove_job_state(out: Path) -> None:
 
 
 class _ContextVrts:
-    """Writes and removes the per-tile input VRTs (a mosaic's grid, the tile's context)."""
+    """Writes and removes the per-tile input VRTs (a mosaic's grid, the tile's context),
+    of its pixels and of its per-tile extra band files."""
 
-    def __init__(self, mosaics: list[Mosaic]):
-        self.mosaics = mosaics
+    def __init__(self, mosaics: list[Mosaic], extras: TileExtras):
+        self.mosaics, self.extras = mosaics, extras
         self.masks: dict[int, bool] = {}  # per mosaic: does it need a coverage mask
+        self.written: dict[int, list[str]] = {}  # id(plan) -> VRTs to remove
 
     def write(self, plan: "_Planned") -> None:
         from rsseg.io.vrt import input_mosaic_vrt, needs_mask
@@ -306,11 +308,13 @@ class _ContextVrts:
         if mosaic.index not in self.masks:
             self.masks[mosaic.index] = needs_mask(mosaic)
         input_mosaic_vrt(plan.job.source, mosaic, plan.context, self.masks[mosaic.index])
+        self.written[id(plan)] = [plan.job.source] + self.extras.write_tile_vrts(
+            plan.tile, plan.context)
 
     def remove(self, plan: "_Planned") -> None:
-        if plan.job.region is not None:
+        for path in self.written.pop(id(plan), ()):
             try:
-                os.unlink(plan.job.source)
+                os.unlink(path)
             except OSError:
                 pass
 

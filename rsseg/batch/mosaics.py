@@ -49,13 +49,7 @@ def write_mosaics(plans, db: JobDB, summary: BatchSummary, out: Path,
         _confidence_vrt(conf, [p.tile for p in members], out)
         vector_opts = dict(vector_opts, probs=str(conf))
     if options.vector:
-        from rsseg.batch.worker import vectorize_mosaic
-
-        if cluster is not None:
-            cluster.client.submit(vectorize_mosaic, str(vrt), str(gpkg), vector_opts,
-                                  pure=False).result()
-        else:
-            vectorize_mosaic(str(vrt), str(gpkg), vector_opts)
+        _vector_mosaic(vrt, gpkg, vector_opts, cluster)
         bar.update(1)
     db.set_mosaic({"vrt": vrt.name, "vector": gpkg.name if options.vector else None,
                    "confidence": conf.name if options.probs else None, "tiles": len(members), "checksum": checksum, "run_id": summary.run_id,
@@ -89,3 +83,18 @@ def _class_vrt(path: Path, tiles: list[Tile], out: Path) -> None:
     meta = class_metadata(classes) if classes else {"description": "class", "colormap": None,
                                                     "tags": {}, "band_tags": {}}
     _mosaic_vrt(path, tiles, out, meta, NODATA)
+
+
+def _vector_mosaic(vrt: Path, gpkg: Path, vector_opts: dict, cluster) -> None:
+    """The merged GeoPackage: the class mosaic vectorized in one streaming pass, its
+    blocks polygonized on the cluster's workers (every thread busy, at most two blocks
+    each in flight) while this process joins them across block seams, so polygons
+    crossing tile borders come out dissolved, and writes the file."""
+    from rsseg.vectorize.streaming import vectorize_raster
+
+    if cluster is None:
+        vectorize_raster(str(vrt), str(gpkg), overwrite=True, progress="off", **vector_opts)
+        return
+    vectorize_raster(str(vrt), str(gpkg), overwrite=True, progress="off",
+                     executor=cluster.client, workers=cluster.workers * cluster.threads,
+                     **vector_opts)

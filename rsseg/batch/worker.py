@@ -151,19 +151,6 @@ def _predict_tile(job: TileJob) -> dict:
             "model_loads": _MODEL_LOADS["count"]}
 
 
-def vectorize_mosaic(class_vrt: str, output: str, vector_options: dict) -> dict:
-    """The merged GeoPackage: the class mosaic vectorized in one streaming pass.
-
-    :func:`rsseg.vectorize.streaming.vectorize_raster` joins polygons across its block
-    seams, so polygons crossing tile borders come out dissolved.
-    """
-    from rsseg.vectorize.streaming import vectorize_raster
-
-    summary = vectorize_raster(class_vrt, output, overwrite=True, progress="off",
-                               **vector_options)
-    return {"features": int(summary.get("features", 0)), "pid": os.getpid()}
-
-
 def _worker_address() -> str:
     try:
         from distributed import get_worker

@@ -129,6 +129,8 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
         from rsseg.io.stac import write_batch_stac
 
         write_batch_stac(out_dir, summary.model, weights)
+    # A dry run's plan is what the command was asked for: stdout, so it can be piped or
+    # saved; a real run's summary is a report on stderr like every other command's.
     for line in summary.lines():
-        click.echo(f"rsseg: {line}", err=True)
+        click.echo(f"rsseg: {line}", err=not dry_run)
     return 1 if summary.failed else 0

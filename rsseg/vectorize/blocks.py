@@ -82,12 +82,19 @@ def run_block(task: BlockTask) -> BlockResult:
                        renumber[owner])
 
 
-def run_blocks(tasks, workers: int):
+def run_blocks(tasks, workers: int, executor=None):
     """Yield :func:`run_block` results in task order, in-process or from ``workers`` processes.
 
+    ``executor`` (optional): where the blocks run instead, anything with
+    ``submit(fn, task)`` returning futures (a ``concurrent.futures`` executor or a
+    ``dask.distributed.Client``, so that ``rsseg batch`` spreads a mosaic's blocks
+    over its cluster); ``workers`` is then how many it runs at once.
     At most ``2 * workers`` tasks are in flight, so finished-but-unconsumed results
     (and memory) stay bounded however many blocks there are.
     """
+    if executor is not None:
+        yield from _bounded(executor, tasks, max(1, workers))
+        return
     if workers <= 1:
         for task in tasks:
             yield run_block(task)
@@ -95,17 +102,21 @@ def run_blocks(tasks, workers: int):
     # "spawn": workers start clean instead of inheriting GDAL state by fork.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque = deque()
-        try:
-            for task in tasks:
-                pending.append(pool.submit(run_block, task))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
+        yield from _bounded(pool, tasks, workers)
+
+
+def _bounded(executor, tasks, workers: int):
+    pending: deque = deque()
+    try:
+        for task in tasks:
+            pending.append(executor.submit(run_block, task))
+            if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _polygonize_block(classes: np.ndarray, probs: np.ndarray | None, x0: int, y0: int,

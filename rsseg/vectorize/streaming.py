@@ -40,7 +40,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
                      simplify: float | None = None, min_area: float | None = None,
                      classes=None, connectivity: int = 4,
                      block_size: int = DEFAULT_BLOCK_SIZE, overwrite: bool = False,
-                     progress: Mode = "bar", workers: int = 1) -> dict:
+                     progress: Mode = "bar", workers: int = 1, executor=None) -> dict:
     """Polygonize ``class_raster`` into layer ``layer`` of the GeoPackage ``output_gpkg``.
 
     Parameters
@@ -54,6 +54,9 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
     block_size: side of the square processing blocks in pixels.
     workers: processes polygonizing blocks in parallel (1: in this process; 0: automatic,
         see :func:`auto_workers`). The output does not depend on it.
+    executor: run the blocks there instead (``concurrent.futures`` executor or
+        ``dask.distributed.Client``), ``workers`` at a time; the seams are joined and
+        the GeoPackage written here. The output does not depend on it either.
 
     Returns a summary dict (output, layer, features, per_class counts, blocks, seconds, ...).
     """
@@ -91,7 +94,7 @@ def vectorize_raster(class_raster, output_gpkg, layer: str = "classes", probs=No
             if workers == 0:
                 workers = auto_workers(src.width, src.height)
             blocks = _stream_blocks(src, conf, emit, connectivity, block_size, stream_keep,
-                                    progress, workers)
+                                    progress, workers, executor)
             extra = {}
             if post:
                 extra = _clean_up(Pieces.concat(collected), writer, measurer, simplify,
@@ -191,7 +194,7 @@ def _resolve_classes(classes, scheme: ClassScheme, raster) -> set[int] | None:
 
 
 def _stream_blocks(src, conf, emit, connectivity: int, block_size: int,
-                   keep: set[int] | None, progress: Mode, workers: int) -> int:
+                   keep: set[int] | None, progress: Mode, workers: int, executor=None) -> int:
     """Polygonize block by block; hand complete polygons (pixel coordinates) to ``emit``."""
     width, height = src.width, src.height
     nodata = int(src.nodata) if src.nodata is not None else NODATA
@@ -204,7 +207,7 @@ def _stream_blocks(src, conf, emit, connectivity: int, block_size: int,
              for row in range(n_rows) for col in range(n_cols))
     merger = SeamMerger(connectivity)
     with Progress(n_rows * n_cols, "vectorize", progress, unit="block") as bar:
-        for index, result in enumerate(run_blocks(tasks, workers)):
+        for index, result in enumerate(run_blocks(tasks, workers, executor)):
             emit(result.complete)
             merger.defer(result.deferred, result.keys, result.owner)
             bar.update()

@@ -563,10 +563,10 @@ def copy_run(mosaic_run, out: Path) -> Path:
 def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
     city = mosaic_run["root"] / "city"
     fresh = tmp_path / "fresh"
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
         assert rsseg("batch", city / "*.tif", "-o", fresh, "--dry-run", *MODEL) == 0
-    plan = stderr.getvalue().splitlines()
+    plan = stdout.getvalue().splitlines()  # the plan is the result: on stdout
     assert not fresh.exists()
     assert plan[0] == "rsseg: plan: 5 input tile(s), 0 unreadable (they will be reported as failed)"
     assert plan[1].startswith("rsseg: plan: 2 mosaic(s) on 1 grid(s); the largest has 4 tile(s), "
@@ -580,10 +580,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
     # on the finished job: the failed tile is to do again, the others are done
     out = mosaic_run["out"]
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
         assert rsseg("batch", city / "*.tif", "-o", out, "--dry-run", "--vector", *MODEL) == 0
-    plan = stderr.getvalue().splitlines()
+    plan = stdout.getvalue().splitlines()
     assert plan[2].startswith("rsseg: plan: 1 tile(s) to predict (1 failed before), 4 already done")
     assert any("of worker time at the" in line for line in plan)
     assert any("batch.sqlite records an earlier run: pass --resume" in line for line in plan)

@@ -241,6 +241,7 @@ def test_driver_keeps_a_bounded_window_of_tasks(tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
     import rsseg.batch.worker as worker
+    from rsseg.batch.bandfiles import TileExtras
     from rsseg.batch.driver import BatchSummary, _ContextVrts, _Planned
     from rsseg.batch.submit import in_flight, run_tiles
     from rsseg.batch.inputs import Tile
@@ -265,7 +266,7 @@ def test_driver_keeps_a_bounded_window_of_tasks(tmp_path, monkeypatch):
         WINDOW["scheduler"] = cluster.scheduler
         (tmp_path / ".rsseg" / "parts").mkdir(parents=True)
         run_tiles(client, plans, db, summary, Bar(), tmp_path / ".rsseg" / "parts", 2,
-                  _ContextVrts([]))
+                  _ContextVrts([], TileExtras((), None, False, [])))
     assert len(summary.done) == 500 and len(db.tiles("done")) == 500
     # the window, plus the result just handled, whose future is released a moment later
     assert len(WINDOW["seen"]) == 500 and max(WINDOW["seen"]) <= in_flight(2) + 2 < 500

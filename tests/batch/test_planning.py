@@ -226,3 +226,52 @@ def test_output_folder_holding_the_inputs_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds the inputs" in err[0] and "a.tif" in err[0]
     assert sorted(os.listdir(city)) == ["a.tif"]
+
+
+def test_per_tile_band_file_vrt_lists_the_context_files_only(tmp_path):
+    """--band-file 'ir/{stem}.tif' on a 1 x 5 row of tiles: each tile's extra VRT names
+    the IR files of its context tiles only (opening it costs the same in a mosaic of any
+    size), and reads, around the tile, exactly what a VRT of every IR file reads."""
+    from rsseg.batch.bandfiles import TileExtras
+    from rsseg.batch.inputs import open_tiles
+    from rsseg.io.scene import BandFile
+
+    size, margin = 16, 8
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "ir").mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(5):
+        transform = Affine(PX, 0, 1000 + k * size * PX, 0, -PX, 2000)
+        for folder, count in (("rgb", 3), ("ir", 1)):
+            with rasterio.open(tmp_path / folder / f"t{k}.tif", "w", driver="GTiff",
+                               width=size, height=size, count=count, dtype="uint8",
+                               crs=UTM32, transform=transform) as ds:
+                ds.write(rng.integers(0, 255, (count, size, size), dtype=np.uint8))
+    tiles = open_tiles(sorted(str(p) for p in (tmp_path / "rgb").glob("*.tif")))
+    (mosaic,) = group_mosaics(tiles)
+    extras = TileExtras([BandFile(str(tmp_path / "ir" / "{stem}.tif"), (1,), None)], None,
+                        False, tiles)
+    extras.check_mosaics([mosaic], tmp_path / ".rsseg")
+    ir_files = open_tiles([str(tmp_path / "ir" / f"{t.stem}.tif") for t in mosaic.tiles])
+    for ir, tile in zip(ir_files, mosaic.tiles):
+        ir.col, ir.row = tile.col, tile.row
+    whole = input_mosaic_vrt(tmp_path / "whole_ir.vrt", Mosaic(
+        0, ir_files, mosaic.width, mosaic.height, mosaic.transform))
+    for tile, context in zip(mosaic.tiles, context_tiles(mosaic, margin)):
+        (path,) = extras.write_tile_vrts(tile, context)
+        assert extras.for_tile(tile)[0].path == path
+        sources = [Path(s).name for s in _vrt_source_names(path)]
+        assert sources == [f"{t.stem}.tif" for t in context]
+        assert len(sources) == (2 if tile.col in (0, 4 * size) else 3)
+        lo, hi = max(0, tile.col - margin), min(mosaic.width, tile.col + size + margin)
+        window = rasterio.windows.Window(lo, 0, hi - lo, size)
+        with rasterio.open(path) as part, rasterio.open(whole) as ref:
+            assert np.array_equal(part.read(window=window), ref.read(window=window))
+
+
+def _vrt_source_names(path) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    return [node.text for band in root.iter("VRTRasterBand")
+            for node in band.iter("SourceFilename")]

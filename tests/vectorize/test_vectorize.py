@@ -569,3 +569,27 @@ def test_worker_processes_give_the_same_polygons(tmp_path):
     a = single.sort_values(key).reset_index(drop=True)
     b = pooled.sort_values(key).reset_index(drop=True)
     np.testing.assert_array_equal(a[key].to_numpy(), b[key].to_numpy())
+
+
+def test_blocks_on_a_dask_cluster_give_the_same_polygons(tmp_path):
+    """``executor=`` (what ``rsseg batch --vector`` passes: its Dask client) polygonizes
+    the blocks on the cluster; the seams are joined here: the same polygons."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    arr = blobby((96, 120), 43, nodata_fraction=0.1)
+    src = write_classes(tmp_path / "c.tif", arr)
+    single = read_layer(vectorize_raster(src, tmp_path / "one.gpkg", block_size=24,
+                                         progress="off", workers=1)["output"])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client, \
+            get_task_stream(client) as stream:
+        summary = vectorize_raster(src, tmp_path / "dask.gpkg", block_size=24, progress="off",
+                                   executor=client, workers=2)
+    ran = [t["key"] for t in stream.data if str(t["key"]).startswith("run_block")]
+    assert summary["blocks"] == 20 and len(ran) == 20  # 4 x 5 blocks, each on the cluster
+    on_cluster = read_layer(summary["output"])
+    assert_same_polygons(on_cluster, reference(arr))
+    key = ["class_id", "area_m2"]
+    a = single.sort_values(key).reset_index(drop=True)
+    b = on_cluster.sort_values(key).reset_index(drop=True)
+    np.testing.assert_array_equal(a[key].to_numpy(), b[key].to_numpy())
