@@ -321,8 +321,13 @@ def _read_source(ds, bands: tuple[int, ...], window) -> tuple[np.ndarray, np.nda
     unique = sorted(set(bands))
     raw = ds.read(unique, window=window)
     invalid = np.zeros(raw.shape[1:], bool)
-    masks = [_band_invalid(ds, band, raw[k], window) for k, band in enumerate(unique)]
-    if all(m is not None for m in masks):  # a band valid everywhere keeps every pixel
+    flags = ds.mask_flag_enums  # a property rasterio recomputes: once per read
+    # A band valid everywhere keeps every pixel: then no other band's mask is read
+    # (an RGB + alpha file's colour bands would each read the alpha band again).
+    if not any(_valid_everywhere(ds, flags[b - 1], b, raw.dtype) for b in unique):
+        masks, shared = [], {}
+        for k, band in enumerate(unique):
+            masks.append(_band_invalid(ds, flags[band - 1], band, raw[k], window, shared))
         invalid = np.logical_and.reduce(masks)
     if unique != list(bands):
         raw = raw[[unique.index(b) for b in bands]]
@@ -336,11 +341,22 @@ def _gdal_reason(exc: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
-def _band_invalid(ds, band: int, values: np.ndarray, window) -> np.ndarray | None:
-    """Where ``band`` has no data, or None when it is valid everywhere."""
-    flags = ds.mask_flag_enums[band - 1]
+def _valid_everywhere(ds, flags, band: int, dtype) -> bool:
+    """No mask, alpha or nodata value, and not a float band (NaN/inf are no data)."""
+    if np.dtype(dtype).kind == "f" or MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+        return False
+    return not (MaskFlags.nodata in flags and ds.nodatavals[band - 1] is not None)
+
+
+def _band_invalid(ds, flags, band: int, values: np.ndarray, window,
+                  shared: dict) -> np.ndarray:
+    """Where ``band`` has no data (its per-dataset mask read once for all bands: ``shared``)."""
     bad = None
-    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+    if MaskFlags.per_dataset in flags:
+        bad = shared.get("dataset")
+        if bad is None:
+            bad = shared["dataset"] = ds.read_masks(band, window=window) == 0
+    elif MaskFlags.alpha in flags:
         bad = ds.read_masks(band, window=window) == 0
     elif MaskFlags.nodata in flags and ds.nodatavals[band - 1] is not None:
         nodata = ds.nodatavals[band - 1]
