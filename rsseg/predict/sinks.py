@@ -58,6 +58,7 @@ class RegionSink:
                  on_scores: Callable | None = None, arrays=NUMPY, clock=None):
         self.classes_writer, self.confidence_writer = classes_writer, confidence_writer
         self.on_scores, self.arrays, self.clock = on_scores, arrays, clock or _no_clock
+        self.class_pixels = np.zeros(256, np.int64)  # by class id (255: nodata)
 
     def __call__(self, row_off: int, col_off: int, scores, valid) -> None:
         if self.on_scores is not None:
@@ -67,6 +68,7 @@ class RegionSink:
             cls, conf = classify(scores, valid, self.confidence_writer is not None, self.arrays)
             cls = self.arrays.to_host(cls)
             conf = None if conf is None else self.arrays.to_host(conf)
+            self.class_pixels += np.bincount(cls.ravel(), minlength=256)
         with self.clock("write"):
             if self.classes_writer is not None:
                 self.classes_writer.write(row_off, col_off, cls)

@@ -169,6 +169,14 @@ def test_nodata_pixels_are_255_and_empty_windows_are_skipped(make_geotiff, tmp_p
     np.testing.assert_array_equal(out, expected)
     assert (c[ids == 0] == 0).all() and (c[ids != 0] == 255).all()
     assert result.skipped > 0
+    # the completion line's class shares: the written raster's counts, nodata left out
+    counts = np.bincount(out.ravel(), minlength=256)
+    assert result.class_pixels == {ISPRS.names[c]: int(counts[c])
+                                   for c in np.argsort(-counts[:255], kind="stable")
+                                   if counts[c]}
+    assert list(result.class_pixels.values()) == sorted(result.class_pixels.values(), reverse=True)
+    share = 100 * counts[1:6] / counts[:255].sum()
+    assert f"{ISPRS.names[1 + int(np.argmax(share))]} {share.max():.1f} %" in result.describe()
 
 
 def test_nan_float_pixels_are_nodata(make_geotiff, tmp_path):
