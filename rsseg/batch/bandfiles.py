@@ -77,7 +77,7 @@ class TileExtras:
         self.align = align
         self.channels = 0  # bands the extras add to each tile
         self._sources: dict[tuple[int, int], _Source] = {}
-        self._folder: Path | None = None
+        self._tile_dir: Path | None = None  # where per-tile VRTs go (the job's inputs folder)
         if self.extras or bands:
             self._check_tiles(tiles, bands)
         for extra in self.extras:
@@ -122,9 +122,10 @@ class TileExtras:
         with open_raster(path, role=_role(extra)) as ds:
             return ds.count
 
-    def check_mosaics(self, mosaics: list[Mosaic], folder: Path) -> None:
-        """Decide how each mosaic reads each extra file (VRTs go under ``folder``)."""
-        self._folder = folder
+    def check_mosaics(self, mosaics: list[Mosaic], folder: Path, tile_dir: Path) -> None:
+        """Decide how each mosaic reads each extra file (VRTs of a whole mosaic go under
+        ``folder``, a tile's own under ``tile_dir/extra-<k>/``)."""
+        self._tile_dir = tile_dir
         for i, extra in enumerate(self.extras):
             if not is_pattern(extra):
                 self._check_mosaic_file(extra)
@@ -211,7 +212,7 @@ class TileExtras:
                 input_mosaic_vrt(source.path, source.vrt_of)
 
     def _tile_vrt(self, i: int, tile: Tile) -> str:
-        return str(self._folder / "inputs" / f"extra-{i}" / f"{tile.stem}.vrt")
+        return str(self._tile_dir / f"extra-{i}" / f"{tile.stem}.vrt")
 
     def write_tile_vrts(self, tile: Tile, context: list[Tile]) -> list[str]:
         """Write ``tile``'s VRTs of per-tile files (those of its ``context`` tiles only);

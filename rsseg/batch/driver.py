@@ -129,7 +129,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
         _check_existing(tiles, out, options)
     extras = TileExtras(options.band_files, options.bands, options.align, tiles)
     mosaics = group_mosaics(tiles)
-    extras.check_mosaics(mosaics, out / INTERNAL_DIR)
+    extras.check_mosaics(mosaics, out / INTERNAL_DIR, out / INTERNAL_DIR / INPUTS_DIR)
     settings, summary.notes = _settings(tiles, options, extras)
     summary.model = settings["model"]
     if options.dry_run:

@@ -92,9 +92,7 @@ def _vector_mosaic(vrt: Path, gpkg: Path, vector_opts: dict, cluster) -> None:
     crossing tile borders come out dissolved, and writes the file."""
     from rsseg.vectorize.streaming import vectorize_raster
 
-    if cluster is None:
-        vectorize_raster(str(vrt), str(gpkg), overwrite=True, progress="off", **vector_opts)
-        return
-    vectorize_raster(str(vrt), str(gpkg), overwrite=True, progress="off",
-                     executor=cluster.client, workers=cluster.workers * cluster.threads,
+    on_cluster = {} if cluster is None else {"executor": cluster.client,
+                                             "workers": cluster.workers * cluster.threads}
+    vectorize_raster(str(vrt), str(gpkg), overwrite=True, progress="off", **on_cluster,
                      **vector_opts)

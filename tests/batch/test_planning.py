@@ -251,7 +251,7 @@ def test_per_tile_band_file_vrt_lists_the_context_files_only(tmp_path):
     (mosaic,) = group_mosaics(tiles)
     extras = TileExtras([BandFile(str(tmp_path / "ir" / "{stem}.tif"), (1,), None)], None,
                         False, tiles)
-    extras.check_mosaics([mosaic], tmp_path / ".rsseg")
+    extras.check_mosaics([mosaic], tmp_path / ".rsseg", tmp_path / ".rsseg" / "inputs")
     ir_files = open_tiles([str(tmp_path / "ir" / f"{t.stem}.tif") for t in mosaic.tiles])
     for ir, tile in zip(ir_files, mosaic.tiles):
         ir.col, ir.row = tile.col, tile.row
