@@ -289,7 +289,7 @@ def _grid_records(paths: list[str]) -> list[tuple]:
                 records.append((path, f"{path}: input file not found") + (None,) * 8)
                 continue
             try:
-                with _open_raster(path) as ds:
+                with _open_tile(path) as ds:
                     records.append((path, None, ds.width, ds.height,
                                     ds.crs.to_wkt() if ds.crs else "", ds.transform.to_gdal(),
                                     ds.count, tuple(ds.dtypes), ds.nodata,
@@ -301,8 +301,9 @@ def _grid_records(paths: list[str]) -> list[tuple]:
     return records
 
 
-def _open_raster(path: str):
-    """Open ``path`` with rasterio, asking GDAL's GeoTIFF driver first for a ``.tif``:
+def _open_tile(path: str):
+    """Open a tile with rasterio (not :func:`rsseg.io.scene.open_raster`: an unreadable
+    tile is recorded, not refused), asking GDAL's GeoTIFF driver first for a ``.tif``:
     GDAL otherwise probes its drivers in turn (measured: 1.1 -> 0.83 ms per tiny
     tile); a ``.tif`` that is something else is opened as usual."""
     import rasterio
