@@ -16,9 +16,9 @@ Conventions for the Markdown files:
   reason is printed (a GPU, the QGIS GUI, a cluster of other machines, data sets not shipped).
 
 Before a page runs, its folder is filled with the small files the docs name (scene.tif,
-labels.tif, rgb.tif + ir.tif + dsm.tif, imgs/ + gts/ + val/, city/ tiles, a trained
-checkpoint at run/best.pt, runs/x/best.pt and w.pt, model.onnx). To keep the check to a few
-minutes, sizes and epochs are scaled down (``SPEED_UPS``): the commands and options are the
+labels.tif, rgb.tif + ir.tif + dsm.tif, image.jpg (the shipped real crop), imgs/ + gts/ +
+val/, city/ tiles, a trained checkpoint at run/best.pt, runs/x/best.pt and w.pt,
+model.onnx). To keep the check to a few minutes, sizes and epochs are scaled down (``SPEED_UPS``): the commands and options are the
 documented ones.
 
     python scripts/docs_check.py [FILE.md ...] [--keep]
@@ -147,6 +147,8 @@ def make_fixtures(folder: Path, rsseg: str) -> None:
     shutil.copy(folder / "rgb.tif", folder / "ortho.tif")
     shutil.copy(folder / "ir.tif", folder / "top_ir.tif")
     shutil.copy(folder / "ir.tif", folder / "pan.tif")
+    # A real RGB photo without georeferencing: the crop of Dubai tile 7 the package ships.
+    shutil.copy(ROOT / "rsseg" / "data" / "dubai_tile7_part005.jpg", folder / "image.jpg")
     # Untrained checkpoints of the band counts the docs use (the docs show the interface).
     checkpoints = ("import torch; from rsseg.models import create_model; "
                    "from rsseg.checkpoint import Checkpoint; torch.manual_seed(0)\n"

@@ -68,6 +68,7 @@ class BatchOptions:
     tile: int | None = None
     overlap: int | None = None
     blend: str = "cosine"
+    tta: str = "none"
     batch_size: int = 1
     device: str = "cpu"
     vector: bool = False
@@ -372,7 +373,7 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     # The driver only checks the weights (on the CPU); the workers run the network on
     # options.device (checked up front by the command for a local cluster).
     resolved = load_predictor(options.model, options.weights, channels=in_channels,
-                              device="cpu", seed=options.seed)
+                              device="cpu", seed=options.seed, tta=options.tta)
     tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
     tile, overlap = tiling.tile, tiling.overlap
     for t in readable:
@@ -390,7 +391,8 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
                 "tile": tile, "overlap": overlap, "blend": options.blend,
                 "batch_size": options.batch_size, "device": options.device,
                 "vector": vector_options(options) if options.vector else None,
-                **extras.settings(), **({"probs": True} if options.probs else {})}
+                **extras.settings(), **({"probs": True} if options.probs else {}),
+                **({"tta": options.tta} if options.tta != "none" else {})}
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
     return settings, [line for line in resolved.notes if line.startswith("note: ")]
@@ -403,7 +405,7 @@ def _input_vrt(out: Path, stem: str) -> str:
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
           extras: TileExtras) -> list[_Planned]:
     spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
-                     options.seed, settings["in_channels"], options.device)
+                     options.seed, settings["in_channels"], options.device, options.tta)
     size, overlap = settings["tile"], settings["overlap"]
     settings_hash = digest(settings)
     fingerprints = _Fingerprints((t.path, t.fingerprint) for t in tiles if t.fingerprint)

@@ -35,6 +35,7 @@ class ModelSpec:
     seed: int
     in_channels: int
     device: str
+    tta: str = "none"  # test-time augmentation (rsseg.predict.tta)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def cached_predictor(spec: ModelSpec):
             from rsseg.predict.load import load_predictor
 
             hit = load_predictor(spec.name, spec.weights, channels=spec.in_channels,
-                                 device=spec.device, seed=spec.seed)
+                                 device=spec.device, seed=spec.seed, tta=spec.tta)
             _MODEL_CACHE.clear()  # one network per worker: a new job replaces the old one
             _MODEL_CACHE[spec] = hit
             _MODEL_LOADS["count"] += 1

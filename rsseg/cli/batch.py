@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rsseg.cli.options import (common_options, parse_band_files, parse_bands, seed_option,
-                               stac_option, window_options)
+                               stac_option, tta_option, window_options)
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -65,12 +65,13 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (mosaics, tiles to do / done / failed, windows) and exit "
                    "without starting a cluster or writing anything.")
+@tta_option
 @stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, probs, tile,
           overlap, blend, batch_size, device, vector, simplify, min_area, workers, threads,
-          scheduler, connect_timeout, resume, dry_run, stac, seed, overwrite, progress,
+          scheduler, connect_timeout, resume, dry_run, tta, stac, seed, overwrite, progress,
           progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
@@ -118,7 +119,8 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     options = BatchOptions(model=model_name, weights=weights, seed=seed,
                            bands=tuple(bands) if bands else None, band_files=band_files,
                            align=align, probs=probs, tile=tile, overlap=overlap,
-                           blend=blend, batch_size=batch_size, device=device, vector=vector,
+                           blend=blend, tta=tta, batch_size=batch_size, device=device,
+                           vector=vector,
                            simplify=simplify, min_area=min_area, workers=workers,
                            threads=threads, scheduler=scheduler,
                            connect_timeout=connect_timeout, resume=resume,

@@ -22,7 +22,8 @@ from rsseg.cli.options import common_options
               show_default=True)
 @click.option("--real/--no-real", default=True, show_default=True,
               help="Also segment the shipped real satellite image (Dubai) with the bundled "
-                   "real-imagery weights (baff_skipnet, tag dubai-aerial).")
+                   "real-imagery weights that never saw its area (baff_skipnet, tag "
+                   "dubai-aerial-holdout7).")
 @common_options
 def demo(out_dir, model, weights, size, seed, device, real, overwrite, progress, progress_json):
     """Synthesise a scene, predict it with the bundled weights, vectorize the classes to a

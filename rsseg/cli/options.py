@@ -34,6 +34,11 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, i
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
+tta_option = click.option(
+    "--tta", type=click.Choice(("none", "flip", "d4")), default="none", show_default=True,
+    help="Test-time augmentation: average each window's class scores over 4 flipped (flip) "
+         "or all 8 flipped and turned (d4) views. Costs one forward pass per view.")
+
 
 def window_options(f):
     """--tile, --overlap, --blend."""

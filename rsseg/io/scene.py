@@ -172,6 +172,7 @@ class Scene:
             self.tiled = _is_tiled(ds)
             # bytes of one pixel of the file's bands as stored (what GDAL caches)
             self.bytes_per_pixel = sum(np.dtype(t).itemsize for t in ds.dtypes)
+            self.block_height = ds.block_shapes[0][0]  # rows GDAL decodes at once
             self.names = [ds.descriptions[b - 1] or f"band{b}" for b in bands]
         if self.crs is None:
             warnings.warn(f"{self.path}: no CRS; the output keeps the pixel grid only",
@@ -198,6 +199,7 @@ class Scene:
             if same_grid(ds, self):
                 self.tiled = self.tiled and _is_tiled(ds)
                 self.bytes_per_pixel += sum(np.dtype(t).itemsize for t in ds.dtypes)
+                self.block_height = max(self.block_height, ds.block_shapes[0][0])
                 return _Source(str(extra.path), bands)
             if not align:
                 raise InputError(

@@ -22,6 +22,7 @@ from rsseg.errors import ModelError, UsageError
 from rsseg.io.normalization import Normalization
 
 from .predictor import Predictor
+from .tta import TTA_MODES, AugmentedPredictor
 
 DEFAULT_MODEL = "bafnet"
 BACKENDS = ("torch", "onnx")
@@ -82,7 +83,8 @@ class LoadedPredictor:
 
 def load_predictor(model: str | None = None, weights: str | os.PathLike | None = None, *,
                    channels: int, device: str = "auto", backend: str = "torch",
-                   seed: int = 0, input_bands: list[str] | None = None) -> LoadedPredictor:
+                   seed: int = 0, input_bands: list[str] | None = None,
+                   tta: str = "none") -> LoadedPredictor:
     """A ready predictor for a scene with ``channels`` bands.
 
     ``weights``: a checkpoint path (its network is used; ``model``, when given, must
@@ -91,19 +93,25 @@ def load_predictor(model: str | None = None, weights: str | os.PathLike | None =
     ``model``. ``model`` None means the checkpoint's network, else
     :data:`DEFAULT_MODEL`. ``backend`` is ``torch`` or ``onnx`` (ONNX Runtime; then
     ``weights`` is an ``.onnx`` file and ``model`` is ignored). ``device`` ``cuda``
-    without a GPU fails here, before any work. ``input_bands`` (the scene's band names) makes a band-count mismatch say what the
-    input holds.
+    without a GPU fails here, before any work. ``input_bands`` (the scene's band names)
+    makes a band-count mismatch say what the input holds. ``tta`` (``none``, ``flip``,
+    ``d4``) averages each window's scores over flipped/turned views (:mod:`.tta`).
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if tta not in TTA_MODES:
+        raise UsageError(f"unknown --tta {tta!r}; choose from {', '.join(TTA_MODES)}")
     if backend == "onnx":
-        return _load_onnx(weights, channels, device, input_bands)
+        loaded = _load_onnx(weights, channels, device, input_bands)
+        if tta != "none":
+            loaded.predict = AugmentedPredictor(loaded.predict, tta)
+        return loaded
     from .predictor import TorchPredictor, resolve_device
 
     torch_device = resolve_device(device)
     loaded = _load_torch(model, weights, channels, seed, input_bands)
     loaded.predict = TorchPredictor(loaded.model, torch_device,
-                                    num_classes=loaded.classes.num_classes)
+                                    num_classes=loaded.classes.num_classes, tta=tta)
     return loaded
 
 

@@ -54,12 +54,17 @@ class TorchPredictor:
     go to the GPU in their own dtype, and normalisation, softmax, blending and
     argmax happen there. ``device_path`` forces that path on or off (the tests run
     it on the CPU). ``activation`` is ``"softmax"`` (logits -> probabilities) or
-    ``None`` (the network already returns scores).
+    ``None`` (the network already returns scores). ``tta`` averages the scores over
+    flipped/turned views of each window (:mod:`rsseg.predict.tta`), on either path.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto",
                  num_classes: int | None = None, activation: str | None = "softmax",
-                 amp: bool = True, device_path: bool | None = None):
+                 amp: bool = True, device_path: bool | None = None, tta: str = "none"):
+        from .tta import torch_ops, views
+
+        views(tta, 1, 1)  # an unknown mode fails before any work
+        self.tta, self._tta_ops = tta, torch_ops()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.activation = activation
         self.cuda = self.device.type == "cuda"
@@ -81,19 +86,23 @@ class TorchPredictor:
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(N, C, H, W)`` float32 on the device -> float32 scores there."""
+        from .tta import average_views
+
         with torch.inference_mode():
-            x = x.contiguous(memory_format=self.memory_format)
-            if self.amp_dtype is not None:
-                with torch.autocast("cuda", dtype=self.amp_dtype):
-                    y = self.model(x)
-            else:
-                y = self.model(x)
-            y = y.float()
-            if self.activation == "softmax":
-                y = torch.softmax(y, dim=1)
+            y = average_views(x, self._scores, self.tta, self._tta_ops)
         if self.num_classes is None:
             self.num_classes = y.shape[1]
         return y
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.amp_dtype is not None:
+            with torch.autocast("cuda", dtype=self.amp_dtype):
+                y = self.model(x)
+        else:
+            y = self.model(x)
+        y = y.float()
+        return torch.softmax(y, dim=1) if self.activation == "softmax" else y
 
     def window_runner(self, norm, dtype, tile: int):
         """The engine's device path (see :mod:`rsseg.predict.device`), or None for the host's."""

@@ -98,7 +98,9 @@ def format_table(records: list[dict[str, Any]]) -> str:
 def _tag_lines(name: str, w: dict[str, Any]) -> list[str]:
     metrics = w["metrics"]
     scores = ", ".join(f"{key} {metrics[key]:.3f}" for key in ("miou", "oa", "mf1")
-                       if isinstance(metrics.get(key), (int, float))) or "-"
+                       if isinstance(metrics.get(key), (int, float)))
+    if not scores:  # e.g. weights that saw every labelled area: the card says why
+        scores = f"- ({metrics['split']})" if metrics.get("split") else "-"
     gsd = f"{w['gsd_m']:g} m" if w["gsd_m"] else "unknown"
     return [f"  {name} {w['tag']}{' (default)' if w['default'] else ''}",
             f"    classes: {', '.join(w['classes'])}",

@@ -59,7 +59,8 @@ def weights_folder(tmp_path, monkeypatch):
 def test_a_new_tag_is_listed_with_its_card(weights_folder):
     record = describe(NET)
     by_tag = {w["tag"]: w for w in record["weights"]}
-    assert list(by_tag) == ["isprs-synthetic", "dubai-aerial"]  # default first
+    # default first, then by name (the shipped held-out weights beside the test's)
+    assert list(by_tag) == ["isprs-synthetic", "dubai-aerial", "dubai-aerial-holdout7"]
     assert by_tag["isprs-synthetic"]["default"] and not by_tag["dubai-aerial"]["default"]
     real = by_tag["dubai-aerial"]
     assert real["classes"] == ["building", "land", "road", "vegetation", "water"]
@@ -97,3 +98,12 @@ def test_models_cli_lists_tags(capsys):
     assert [w["tag"] for w in weights] == ["isprs-synthetic"] and weights[0]["default"]
     assert set(weights[0]) >= {"tag", "default", "classes", "bands", "trained_on", "metrics"}
     assert weights[0]["bands"] == ["IR", "R", "G", "DSM"] and 0 < weights[0]["metrics"]["miou"] <= 1
+
+
+def test_a_card_without_validation_scores_says_why(weights_folder):
+    card = weights_folder / f"{NET}.dubai-aerial.json"
+    split = "trained on every released tile: no unseen area left"
+    card.write_text(json.dumps({**json.loads(card.read_text()),
+                                "metrics": {"split": split, "seen_miou": 0.9}}))
+    text = format_table([describe(NET)])
+    assert f"validation: - ({split})" in text and "0.900" not in text  # a seen score is no score

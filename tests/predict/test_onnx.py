@@ -124,6 +124,18 @@ def test_onnx_predictor_returns_torch_probabilities(exported):
     assert np.abs(a - b).max() < 1e-5
 
 
+def test_onnx_tta_averages_the_views_as_torch_does(exported):
+    from rsseg.predict.load import load_predictor
+
+    root, _ = exported
+    onnx = load_predictor(weights=root / "baff.onnx", channels=4, backend="onnx", tta="d4")
+    torch_tta = load_predictor(weights=root / "baff.pt", channels=4, device="cpu", tta="d4")
+    x = np.random.default_rng(1).standard_normal((1, 4, 96, 96)).astype(np.float32)
+    assert np.abs(onnx(x) - torch_tta(x)).max() < 1e-5
+    plain = load_predictor(weights=root / "baff.onnx", channels=4, backend="onnx")
+    assert np.abs(onnx(x) - plain(x)).max() > 1e-4  # the views changed the scores
+
+
 def test_predict_onnx_writes_the_classes_torch_writes(scene, tmp_path):
     # CANet: with randomised BatchNorm it predicts several classes on this scene, so the
     # comparison is not trivially satisfied by a constant map.
