@@ -6,7 +6,7 @@ import click
 
 # Window layout shared by predict and batch: the library's one default
 # (rsseg.predict.settings imports nothing heavy, so --help stays fast).
-from rsseg.predict.settings import BLENDS, DEFAULT_TILE
+from rsseg.predict.settings import BLENDS, DEFAULT_TILE, TTA_MODES
 
 debug_option = click.option("--debug", is_flag=True, expose_value=False,
                             help="Show full tracebacks on errors.")
@@ -35,7 +35,7 @@ seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed.")
 
 tta_option = click.option(
-    "--tta", type=click.Choice(("none", "flip", "d4")), default="none", show_default=True,
+    "--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
     help="Test-time augmentation: average each window's class scores over 4 flipped (flip) "
          "or all 8 flipped and turned (d4) views. Costs one forward pass per view.")
 

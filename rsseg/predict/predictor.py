@@ -16,6 +16,8 @@ import torch
 
 from rsseg.errors import ModelError
 
+from .tta import average_views, torch_ops, views
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -61,8 +63,6 @@ class TorchPredictor:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto",
                  num_classes: int | None = None, activation: str | None = "softmax",
                  amp: bool = True, device_path: bool | None = None, tta: str = "none"):
-        from .tta import torch_ops, views
-
         views(tta, 1, 1)  # an unknown mode fails before any work
         self.tta, self._tta_ops = tta, torch_ops()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -86,8 +86,6 @@ class TorchPredictor:
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(N, C, H, W)`` float32 on the device -> float32 scores there."""
-        from .tta import average_views
-
         with torch.inference_mode():
             y = average_views(x, self._scores, self.tta, self._tta_ops)
         if self.num_classes is None:

@@ -17,6 +17,7 @@ from rsseg.errors import InputError, UsageError
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 BLENDS = ("crop", "mean", "linear", "cosine", "spline")  # = rsseg.tiling.BLEND_MODES (tested)
+TTA_MODES = ("none", "flip", "d4")  # test-time augmentation views (rsseg.predict.tta)
 # A plan with more windows than this many times those of the default (tile/4) grid is
 # refused: an overlap close to the tile makes the stride tiny and the run practically endless.
 MAX_WINDOW_FACTOR = 4

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-TTA_MODES = ("none", "flip", "d4")
+from .settings import TTA_MODES
 
 # (quarter turns, mirrored) of each view; the view of x is rot90(mirror(x) if mirrored, k)
 _VIEWS = {

@@ -34,6 +34,9 @@ def _reference_flip(predict, x):
 
 
 def test_views_of_each_mode():
+    from rsseg.predict.settings import TTA_MODES
+
+    assert [len(views(mode, 8, 8)) for mode in TTA_MODES] == [1, 4, 8]  # the CLI's choices
     assert views("none", 8, 8) == ((0, False),)
     assert len(views("flip", 8, 8)) == 4 and len(set(views("d4", 8, 8))) == 8
     # not square: only the views that keep the shape (no quarter turns)
