@@ -48,19 +48,20 @@ class Provenance:
     model: str | None = None  # network name
     weights: str | None = None  # weights tag or file name
     source: str | os.PathLike | None = None  # the input scene
+    tta: str | None = None  # test-time augmentation, when one was used
 
 
 def provenance(model: str | None, weights: str | os.PathLike | None,
-               source: str | os.PathLike | None) -> Provenance:
+               source: str | os.PathLike | None, tta: str = "none") -> Provenance:
     """What ``predict``/``batch`` know: the weights as a tag (``bundled``, ``random``) or
-    the file name of a checkpoint or ONNX model."""
+    the file name of a checkpoint or ONNX model, and ``--tta`` when it was used."""
     if weights is None:
         tag = f"bundled:{model}" if model else "bundled"
     elif str(weights) == "random":
         tag = "random"
     else:
         tag = Path(weights).name
-    return Provenance(model, tag, source)
+    return Provenance(model, tag, source, None if tta == "none" else tta)
 
 
 def item_path(output: str | os.PathLike) -> Path:
@@ -166,7 +167,7 @@ def write_collection(items: list[str | os.PathLike], path: str | os.PathLike, *,
 
 
 def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
-                     weights: str | os.PathLike | None) -> Path:
+                     weights: str | os.PathLike | None, tta: str = "none") -> Path:
     """Items for every finished tile of a ``rsseg batch`` output directory (from its
     job database ``batch.sqlite``) and ``mosaic.stac.json``, a Collection over them with
     the mosaic VRT, GeoPackage and confidence VRT (``--probs``) as assets; returns the
@@ -193,7 +194,7 @@ def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
         items.append(write_output_item(out / outputs["classes"], overwrite=True,
                                        classes_raster=out / outputs["classes"], vector=vector,
                                        confidence=confidence,
-                                       provenance=provenance(model, weights, source)))
+                                       provenance=provenance(model, weights, source, tta)))
     path = out / ("mosaic" + ITEM_SUFFIX)
     assets = {"mosaic": (out / "mosaic.vrt", "application/xml", "Class mosaic (GDAL VRT)"),
               "vector": (out / "mosaic.gpkg", GPKG_TYPE, "Class polygons, dissolved "
@@ -245,6 +246,9 @@ def _properties(grid: _Grid, provenance: Provenance, old: dict) -> dict:
         "rsseg:model": provenance.model or old.get("rsseg:model"),
         "rsseg:weights": provenance.weights or old.get("rsseg:weights"),
     }
+    tta = provenance.tta or old.get("rsseg:tta")
+    if tta:
+        props["rsseg:tta"] = tta
     epsg = grid.crs.to_epsg() if grid.crs else None
     props["proj:epsg"] = epsg
     if epsg is None and grid.crs is not None:

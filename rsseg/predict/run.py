@@ -55,7 +55,7 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
         result.stac = write_output_item(
             output, classes_raster=output, confidence=settings.probs, vector=settings.vector,
             classes=predictor.classes, overwrite=settings.overwrite,
-            provenance=provenance(predictor.model_name, weights, input))
+            provenance=provenance(predictor.model_name, weights, input, tta))
     return result
 
 

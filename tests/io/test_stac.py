@@ -95,6 +95,7 @@ def test_predict_item_describes_grid_classes_model_and_assets(scene, tmp_path,
     import rsseg as package
     assert props["rsseg:version"] == package.__version__
     assert props["rsseg:source"] == scene.name
+    assert "rsseg:tta" not in props  # said only when test-time augmentation was used
 
     assets = item["assets"]
     assert {k: a["href"] for k, a in assets.items()} == {
@@ -116,15 +117,16 @@ def test_predict_item_describes_grid_classes_model_and_assets(scene, tmp_path,
 
 def test_vectorize_completes_the_predict_item(scene, tmp_path, validator):
     out = tmp_path / "classes.tif"
-    assert predict(scene, out, "--stac") == 0
+    assert predict(scene, out, "--stac", "--tta", "flip") == 0
     first = json.loads((tmp_path / "classes.stac.json").read_text())
-    assert "vector" not in first["assets"]
+    assert "vector" not in first["assets"] and first["properties"]["rsseg:tta"] == "flip"
     # Same stem: the Item is completed, no --overwrite needed; provenance is kept.
     assert rsseg("vectorize", out, "-o", tmp_path / "classes.gpkg", "--stac",
                  "--no-progress") == 0
     item = validate(tmp_path / "classes.stac.json", validator)
     assert item["assets"]["vector"]["href"] == "./classes.gpkg"
     assert item["properties"]["rsseg:model"] == MODEL
+    assert item["properties"]["rsseg:tta"] == "flip"
     assert item["properties"]["datetime"] == first["properties"]["datetime"]
     # Another name, another folder: its own Item, hrefs relative to it.
     (tmp_path / "vec").mkdir()
@@ -155,8 +157,9 @@ def test_batch_writes_items_and_a_collection(tmp_path, validator):
     out = tmp_path / "out"
     assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--model", "baff_skipnet",
                  "--weights", "random", "--tile", 64, "--overlap", 16, "--vector", "--stac",
-                 "--probs", "--no-progress") == 0
+                 "--probs", "--tta", "flip", "--no-progress") == 0
     items = [validate(out / f"tile_0{c}.stac.json", validator) for c in range(2)]
+    assert [i["properties"]["rsseg:tta"] for i in items] == ["flip", "flip"]
     assert [i["assets"]["vector"]["href"] for i in items] == ["./tile_00.gpkg", "./tile_01.gpkg"]
     assert items[0]["properties"]["rsseg:source"] == "tile_00.tif"
     assert items[1]["assets"]["confidence"]["href"] == "./confidence/tile_01.tif"
