@@ -257,13 +257,14 @@ def train(args) -> None:
     t_start = time.time()
     train_images = load_tiles(args.data, args.train_tiles)
     val_images = load_tiles(args.data, args.val_tiles)
-    norm = band_statistics(train_images)
     if args.init:
         # A continued network keeps the input standardisation it learnt with: new
         # statistics (other tiles) would shift every input it has seen.
         from rsseg.checkpoint import load_checkpoint
 
         norm = load_checkpoint(args.init).bands
+    else:
+        norm = band_statistics(train_images)
     seen = bool(set(args.val_tiles) & set(args.train_tiles))
     counts = class_counts(train_images)
     log(out, {"event": "data", "train_images": len(train_images), "val_images": len(val_images),

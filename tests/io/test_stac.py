@@ -128,6 +128,10 @@ def test_vectorize_completes_the_predict_item(scene, tmp_path, validator):
     assert item["properties"]["rsseg:model"] == MODEL
     assert item["properties"]["rsseg:tta"] == "flip"
     assert item["properties"]["datetime"] == first["properties"]["datetime"]
+    # predicted again without --tta: the replaced Item does not keep the old run's views
+    assert predict(scene, out, "--stac", "--overwrite") == 0
+    again = json.loads((tmp_path / "classes.stac.json").read_text())
+    assert "rsseg:tta" not in again["properties"]
     # Another name, another folder: its own Item, hrefs relative to it.
     (tmp_path / "vec").mkdir()
     assert rsseg("vectorize", out, "-o", tmp_path / "vec" / "polys.gpkg", "--stac",
