@@ -164,7 +164,7 @@ def register_test_model():
         unregister_model(name)
 
 
-# ---- the reliability matrix's evidence line (tests/cli/test_bad_inputs.py) -----------------
+# ---- the reliability matrix's evidence line (tests/cli/test_bad_inputs.py, test_process_stops.py)
 # Rows record their outcome as a user property; the line is built from the reports, so it
 # does not depend on test order and works under pytest-xdist (reports travel to the main
 # process with their properties).

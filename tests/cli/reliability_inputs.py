@@ -257,3 +257,14 @@ def full_disk(base: Path, size_kb: int = 64) -> Mount | None:
         except OSError:  # ENOSPC: full
             pass
     return Mount(path, f"{size_kb} KiB tmpfs mount, filled up", mounted=True)
+
+
+def make_input_files(d: Path) -> dict[str, Path]:
+    """Every input of the bad-input rows (:func:`make_inputs`, then the class rasters), made
+    with one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    f = make_inputs(d)
+    make_class_rasters(d, f)
+    return f

@@ -5,9 +5,9 @@ a non-zero exit, exactly one stderr line naming the file and the problem, no
 traceback, and leave nothing behind: no file at the final output path and no
 temporary file in its directory. A few rows are documented successes (a scene
 without CRS, smaller than a tile, all nodata, with NaN/inf): they check the
-documented result instead. Fast rows run in-process through
-:func:`rsseg.cli.run`; the SIGINT and traceback rows run ``rsseg`` as a
-subprocess. The last test puts the line
+documented result instead. Rows run in-process through
+:func:`rsseg.cli.run`; signals and --debug, through a real process, are in
+test_process_stops.py. Their rows together put the line
 "N cases, N clear errors, 0 partial outputs" in pytest's terminal summary.
 """
 
@@ -16,20 +16,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 import rasterio
 
-from conftest import (PLACES_PROPERTY, RSSEG, in_ci, read_until_progress, record_reliability,
-                      rsseg_env, start_rsseg)
-from reliability_inputs import (FAST_NET, PREDICT_FAST, full_disk, make_class_rasters,
-                                make_inputs, read_only_dir)
+from conftest import PLACES_PROPERTY, RSSEG, in_ci, record_reliability, rsseg_env
+from reliability_inputs import (FAST_NET, PREDICT_FAST, full_disk, make_input_files,
+                                read_only_dir)
 
 # libtiff's default handler writes "_tiffWriteProc: No space left on device." straight to
 # the C stderr when a GeoTIFF write hits a full disk (GDAL installs no handler there).
@@ -396,13 +393,7 @@ class Places:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("inputs")
-    f = make_inputs(d)
-    make_class_rasters(d, f)
-    return f
+    return make_input_files(tmp_path_factory.mktemp("inputs"))
 
 
 @pytest.fixture(scope="module")
@@ -515,106 +506,3 @@ def test_matrix(case, files, places, tmp_path, capfd, monkeypatch, record_proper
     assert not partial, {str(d): sorted(_listing(d) - n) for d, n in before.items()}
     if case.marker:
         assert not (Path(files["evil"]).parent / case.marker).exists(), "the pickle ran code"
-
-
-# ---- through a real process: signals, --debug ------------------------------------------------
-
-def _train_long(d, f):
-    """Long enough epochs that a signal lands mid-run, after the first progress line."""
-    return ("train", "--images", f["big"], "--labels", f["big_labels"], "--val-images",
-            f["big"], "--val-labels", f["big_labels"], "-o", d / "run", "--model", FAST_NET,
-            "--crop", "64", "--batch-size", "2", "--epochs", "3", "--steps-per-epoch", "200",
-            "--min-class-pixels", "0", "--device", "cpu", "--progress-json")
-
-
-SIGNAL_RUNS = {
-    "predict": lambda d, f: ("predict", f["big"], "-o", d / "c.tif", "--model", FAST_NET,
-                             "--weights", f["ckpt_3bands"], "--tile", "64", "--overlap", "16",
-                             "--probs", d / "p.tif", "--progress-json"),
-    "synth": lambda d, f: ("synth", "-o", d / "s.tif", "--size", "3000x3000", "--labels",
-                           d / "l.tif", "--progress-json"),
-    "train": _train_long,
-}
-# What each signal must give: exit status and the one stderr line (docs/errors.md).
-SIGNALS = {"sigint": (signal.SIGINT, 130, "rsseg: interrupted"),
-           "sigterm": (signal.SIGTERM, 143, "rsseg: terminated")}
-
-
-@pytest.fixture(scope="module")
-def big_scene(tmp_path_factory):
-    from conftest import write_geotiff
-
-    d = tmp_path_factory.mktemp("big")
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, 255, (3, 1024, 1024)).astype(np.uint8)
-    labels = rng.integers(0, 6, (1024, 1024)).astype(np.uint8)
-    return {"big": write_geotiff(d / "big.tif", data, tiled=True),
-            "big_labels": write_geotiff(d / "big_labels.tif", labels, tiled=True, nodata=255)}
-
-
-def _leftovers(out: Path) -> list[str]:
-    """Anything in ``out`` a stopped run may not leave: every file (a train run directory
-    may stay, empty: it holds no best.pt, last.pt or log yet)."""
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-
-
-@pytest.mark.parametrize("how", sorted(SIGNALS))
-@pytest.mark.parametrize("command", sorted(SIGNAL_RUNS))
-def test_signal_mid_run(command, how, files, big_scene, tmp_path, record_property):
-    """Ctrl-C / SIGTERM mid-run: its exit status, one line, nothing at the final paths."""
-    sig, status, line = SIGNALS[how]
-    out = tmp_path / "out"
-    out.mkdir()
-    proc = start_rsseg(SIGNAL_RUNS[command](out, {**files, **big_scene}), cwd=tmp_path)
-    try:
-        # train: in an epoch, past the scan of the scenes (the run directory exists then)
-        assert read_until_progress(proc, "epoch" if command == "train" else ""), proc.stderr.read()
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    lines = [text for text in err.splitlines() if text.strip()]
-    clear = proc.returncode == status and lines == [line]
-    left = _leftovers(out)
-    record_reliability(record_property, f"{command}/{how}-mid-run", error=True, clear=clear,
-            partial=bool(left), line=" | ".join(lines))
-    assert proc.returncode == status and lines == [line], err
-    assert not left, left
-
-
-def test_sigint_ignored_at_start_stays_ignored(files, big_scene, tmp_path):
-    """POSIX: a process started with SIGINT ignored (``nohup cmd &``) keeps ignoring it; it
-    finishes its work. SIGTERM still stops it cleanly."""
-    out = tmp_path / "out"
-    out.mkdir()
-    argv = ("synth", "-o", out / "s.tif", "--size", "600x600", "--progress-json")
-    proc = start_rsseg(argv, cwd=tmp_path, sigint="ignored")
-    assert read_until_progress(proc), proc.stderr.read()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and err == "", err
-    with rasterio.open(out / "s.tif") as ds:
-        assert ds.shape == (600, 600)
-    stopped = tmp_path / "stopped"
-    stopped.mkdir()
-    proc = start_rsseg(SIGNAL_RUNS["synth"](stopped, big_scene), cwd=tmp_path, sigint="ignored")
-    assert read_until_progress(proc), proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and err.splitlines() == ["rsseg: terminated"], err
-    assert _leftovers(stopped) == []
-
-
-@pytest.mark.parametrize("switch", ["--debug", "RSSEG_DEBUG=1"])
-def test_traceback_only_with_debug(files, switch):
-    argv = RSSEG + [str(a) for a in ("score", files["text"], files["labels"], "--no-progress")]
-    quiet = subprocess.run(argv, capture_output=True, text=True, env=rsseg_env())
-    if switch == "--debug":
-        loud = subprocess.run(argv + [switch], capture_output=True, text=True, env=rsseg_env())
-    else:
-        loud = subprocess.run(argv, capture_output=True, text=True,
-                              env=rsseg_env(RSSEG_DEBUG="1"))
-    assert quiet.returncode == loud.returncode == 1
-    assert quiet.stderr.count("\n") == 1 and "Traceback" not in quiet.stderr
-    assert "Traceback" in loud.stderr and loud.stderr.splitlines()[-1] == quiet.stderr.strip()
