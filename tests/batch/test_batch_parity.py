@@ -23,7 +23,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-from mosaic_helpers import MODEL, PX, T, X0, Y0, assemble, corrupt_tile, load_manifest, read, rsseg, write_mosaic_tiles
+from mosaic_helpers import (MODEL, PX, T, X0, Y0, assemble, corrupt_tile, load_manifest, read,
+                            rsseg, write_mosaic_tiles)
 
 RSSEG = [sys.executable, "-c", "from rsseg.cli import main; main()"]
 
