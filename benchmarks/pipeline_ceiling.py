@@ -36,7 +36,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("read", "normalize", "batch", "forward", "blend", "classify", "write", "COG finish",
-          "wait for reads", "wait for writer", "writer idle")
+          "overviews", "wait for reads", "wait for writer", "wait for classify", "writer idle")
 
 
 def null_probabilities(k: int, tile: int, seed: int = 0) -> np.ndarray:
@@ -99,12 +99,12 @@ def child(opts) -> None:
                                    device_path=True if opts.device_path else None)
     out = Path(opts.out)
     batch = opts.batch_size if opts.batch_size == "auto" else int(opts.batch_size)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     settings = PredictSettings(tile=opts.tile, overlap=opts.overlap, blend="cosine",
                                batch_size=batch, overwrite=True, readers=opts.readers)
     result = predict_scene(opts.scene, out, predictor, settings)
-    wall = time.perf_counter() - t0
-    print(json.dumps({"wall": wall, "windows": result.windows,
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps({"wall": wall, "cpu": cpu, "windows": result.windows,
                       "stages": getattr(result, "stages", {})}))
 
 
@@ -133,6 +133,9 @@ def report(label: str, runs: list[dict], mpx: float) -> float:
     wall = statistics.median(walls)
     print(f"{label}: median {wall:.2f} s = {mpx / wall:.1f} Mpx/s (runs "
           f"{', '.join(f'{w:.2f}' for w in walls)} s; best {mpx / min(walls):.1f} Mpx/s)")
+    if all("cpu" in r for r in runs):  # every thread of the process, GDAL's included
+        cpu = statistics.median(r["cpu"] for r in runs)
+        print(f"  process CPU {cpu:.2f} s (median): {cpu / wall:.2f} cores busy on average")
     stages = [r["stages"] for r in runs if r["stages"]]
     if stages:
         windows = runs[0]["windows"]
@@ -154,7 +157,7 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=128)
     ap.add_argument("--batch-size", default="1")
-    ap.add_argument("--readers", type=int, default=2)
+    ap.add_argument("--readers", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--predictor", choices=("numpy", "torch"), default="numpy")
     ap.add_argument("--device", default="cpu")

@@ -75,13 +75,20 @@ def write_mosaic_vrt(path, sources: list[VrtSource], width: int, height: int, cr
 
 def write_raw_vrt(vrt_path, raw_path, width: int, height: int, crs, transform, nodata: int,
                   description: str = "", colormap: dict | None = None,
-                  tags: dict | None = None, band_tags: dict | None = None) -> Path:
-    """A VRT that presents a raw row-major uint8 file (beside it) as a georeferenced band."""
+                  tags: dict | None = None, band_tags: dict | None = None,
+                  overviews: list | None = None) -> Path:
+    """A VRT that presents a raw row-major uint8 file (beside it) as a georeferenced band.
+
+    ``overviews``: datasets beside it (e.g. raw VRTs of the overview levels, largest
+    first) listed as the band's overviews, which GDAL's COG driver then copies."""
     band = VrtBand("uint8", nodata, description, colormap, band_tags or {})
     raw = (f'<SourceFilename relativeToVRT="1">{escape(os.path.basename(str(raw_path)))}'
            f"</SourceFilename><ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset>"
            f"<LineOffset>{width}</LineOffset>\n")
-    layers = [(band, {"subClass": "VRTRawRasterBand"}, lambda: [raw])]
+    levels = [f'<Overview><SourceFilename relativeToVRT="1">'
+              f"{escape(os.path.basename(str(p)))}</SourceFilename>"
+              f"<SourceBand>1</SourceBand></Overview>\n" for p in overviews or []]
+    layers = [(band, {"subClass": "VRTRawRasterBand"}, lambda: [raw] + levels)]
     return _write_vrt(Path(vrt_path), width, height, crs, transform, tags, layers)
 
 

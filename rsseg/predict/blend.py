@@ -12,7 +12,9 @@ accumulator; two carries hold what later windows will still add to:
   with its width).
 
 As soon as a column of a group is complete, the pixels no later window touches
-are handed to ``emit(row_off, col_off, scores, valid)``.
+are handed to ``emit(row_off, col_off, scores, valid)``. ``emit`` may work on them
+on another thread: it then returns a token whose ``wait()`` says the views are no
+longer read, and the blender waits on it before it reuses that column buffer.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ class StreamingBlender:
 
     ``arrays`` is the backend (:mod:`rsseg.predict.arrays`): NumPy by default,
     torch to blend where the scores are (a GPU). Blending works in place: two
-    column buffers alternate (the horizontal carry is the previous one's right
+    column buffers take turns (the horizontal carry is the previous one's right
     part), the product ``scores * weights`` goes through a scratch buffer, and the
     window weights are built once per distinct pattern (border, inner) and cached.
+    ``buffers`` column buffers (at least two) are used in turn: more let an ``emit``
+    running on another thread work on a column while the next ones are blended.
     """
 
     def __init__(self, grid: WindowGrid, weights: BlendWeights, num_classes: int, emit: Emit,
-                 arrays=NUMPY):
+                 arrays=NUMPY, buffers: int = 2):
         self.grid, self.weights, self.k, self.emit = grid, weights, num_classes, emit
         self.arrays = arrays
         self.rows, self.cols = grid.row_starts, grid.col_starts
@@ -76,7 +80,8 @@ class StreamingBlender:
         self.vvalid = arrays.zeros((carry_h, grid.width), "bool")
         height = max(self._group_end(g) - self._group_start(g) for g in range(len(self.groups)))
         self.buffers = [(arrays.empty((num_classes, height, self.tw)),
-                         arrays.empty((height, self.tw), "bool")) for _ in range(2)]
+                         arrays.empty((height, self.tw), "bool")) for _ in range(max(2, buffers))]
+        self.busy = [None] * len(self.buffers)  # per buffer: the token of its pending emit
         self.scratch = arrays.scratch((num_classes, self.th, self.tw))
         self._weights: dict = {}  # column pattern -> 2-D weights, for one row pattern
         self._weights_row = None
@@ -86,7 +91,7 @@ class StreamingBlender:
         self.pending = 0  # windows of the current column still to come
         self.acc = self.valid = None
         self.hcarry = 0  # columns carried from the previous column's buffer
-        self.current = 0  # which of the two buffers holds the current column
+        self.current = 0  # which buffer holds the current column
         self.vtaken = 0  # columns of the incoming vertical carry already consumed
 
     # ---- geometry ------------------------------------------------------------------------
@@ -146,7 +151,10 @@ class StreamingBlender:
         self.pending = i1 - i0 + 1
         height = self._group_end(self.group) - self._group_start(self.group)
         previous, previous_valid = self.buffers[self.current]
-        self.current = 1 - self.current
+        self.current = (self.current + 1) % len(self.buffers)
+        if self.busy[self.current] is not None:  # still read by an emit on another thread
+            self.busy[self.current].wait()
+            self.busy[self.current] = None
         acc, valid = (b[..., :height, :] for b in self.buffers[self.current])
         n = self.hcarry
         if n:  # what the previous column's windows left on this one's left columns
@@ -169,7 +177,8 @@ class StreamingBlender:
         g0, c0 = self._group_start(g), self.cols[j]
         final_h = self._next_start(g) - g0
         final_w = self._col_end(j) - c0
-        self.emit(g0, c0, self.acc[:, :final_h, :final_w], self.valid[:final_h, :final_w])
+        self.busy[self.current] = self.emit(g0, c0, self.acc[:, :final_h, :final_w],
+                                            self.valid[:final_h, :final_w])
         if g + 1 < len(self.groups):
             rest = self.acc.shape[1] - final_h
             self.vcarry[:, :rest, c0:c0 + final_w] = self.acc[:, final_h:, :final_w]

@@ -36,13 +36,20 @@ from pathlib import Path
 from rsseg.atomic import atomic_output, temporary_sibling
 from rsseg.classes import ISPRS, NODATA, ClassScheme
 from rsseg.errors import InputError
-from rsseg.io.cog import class_metadata, confidence_metadata, finish_cog
+from rsseg.io.cog import BLOCK as COG_BLOCK, class_metadata, confidence_metadata, finish_cog
 from rsseg.io.normalization import Normalization
+from rsseg.io.overviews import (
+    fast_mode_levels,
+    mode_halve,
+    overview_shapes,
+    write_mode_overviews,
+)
 from rsseg.io.vrt import write_raw_vrt
 from rsseg.io.scene import Scene, default_normalization
 from rsseg.progress import Progress
 from rsseg.tiling import BlendWeights, WindowGrid
 
+from .arrays import NUMPY
 from .blend import StreamingBlender, window_order
 from .runners import resolve_batch_size, window_runner
 from .regions import CroppedSink, check_region, region_grid
@@ -54,7 +61,7 @@ from .settings import (
     check_settings,
     resolve_tiling,
 )
-from .sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink
+from .sinks import CONFIDENCE_NODATA, RawBandWriter, RegionSink, ThreadedSink
 
 # GDAL's block cache defaults to 5 % of RAM and would grow with the scene; rasterio
 # takes GDAL_CACHEMAX in bytes (512 would mean 512 bytes). RSSEG_GDAL_CACHEMAX_MB
@@ -194,17 +201,40 @@ def _write_rasters(scene: Scene, output, predictor, norm: Normalization, classes
             targets.append((final_probs, "average", confidence_metadata(), CONFIDENCE_NODATA))
         raws = [temporary_sibling(t[0], ".raw") for t in targets]
         stack.callback(_remove, raws + [r.with_suffix(".vrt") for r in raws])
+        # The class raster's MODE overviews are computed by rsseg (rsseg.io.overviews)
+        # where that is the fast way; their first level even while the stream writes.
+        levels = []
+        if fast_mode_levels(out_h, out_w, COG_BLOCK):
+            levels = _overview_files(raws[0], overview_shapes(out_h, out_w, COG_BLOCK), stack)
         stats = _run(scene, predictor, norm, classes, raws, tiling, region, settings,
-                     batch_size, clock)
+                     batch_size, clock, levels[0][0] if levels else None)
         with clock("COG finish"):
             vrts = []
             for raw, (dst, resampling, meta, nodata) in zip(raws, targets):
                 vrts.append(raw.with_suffix(".vrt"))
+                overviews = []
+                if raw == raws[0] and levels:
+                    write_mode_overviews(raw, out_h, out_w, COG_BLOCK, nodata,
+                                         [path for path, _ in levels],
+                                         first_done=stats["halved"])
+                    overviews = [vrt for _, vrt in levels]
                 write_raw_vrt(vrts[-1], raw, out_w, out_h, scene.crs, out_transform, nodata,
-                              **meta)
+                              overviews=overviews, **meta)
             _finish_cogs([(vrt, t[0], t[1]) for vrt, t in zip(vrts, targets)])
     stats["stages"] = clock.stages()
     return stats
+
+
+def _overview_files(raw: Path, shapes: list, stack: contextlib.ExitStack) -> list:
+    """``(raw file, VRT)`` of each overview level of ``raw`` (VRTs written now; all
+    removed with ``raw``)."""
+    levels = []
+    for level, (h, w) in enumerate(shapes, start=1):
+        path = raw.with_suffix(f".ovr{level}")
+        levels.append((path, write_raw_vrt(path.with_suffix(path.suffix + ".vrt"), path, w, h,
+                                           None, None, NODATA)))
+    stack.callback(_remove, [p for level in levels for p in level])
+    return levels
 
 
 def _finish_cogs(jobs: list) -> None:
@@ -258,8 +288,10 @@ def _remove(paths) -> None:
 
 def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raws: list,
          tiling: Tiling, region: tuple[int, int, int, int], settings: PredictSettings,
-         batch_size: int, clock: StageClock) -> dict:
-    """Stream every window through read -> predict -> blend -> write."""
+         batch_size: int, clock: StageClock, halves: Path | None = None) -> dict:
+    """Stream every window through read -> predict -> blend -> write. ``halves``: where
+    to write the class raster's first MODE overview level as its regions are written,
+    when every region starts on even offsets (``stats["halved"]`` says whether)."""
     grid = WindowGrid(scene.height, scene.width, tiling.tile, tiling.overlap)
     weights = BlendWeights(grid, settings.blend)
     origin = (0, 0)
@@ -268,37 +300,75 @@ def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raw
     order = window_order(grid)
     runner = window_runner(predictor, norm, scene.dtype, tiling.tile)
     writers = []
+    stop = threading.Event()
+    threaded = None
     try:
-        for path in raws:
-            writers.append(RawBandWriter(path, region[3], region[2]))
-        sink = classified = RegionSink(writers[0], writers[1] if len(writers) > 1 else None,
+        cropped = origin != (0, 0) or (grid.height, grid.width) != region[2:]
+        halved = on_band = None
+        if halves is not None and not cropped and _even_regions(grid):
+            halved = RawBandWriter(halves, region[3] // 2, region[2] // 2)
+            writers.append(halved)
+            on_band = _halver(halved, clock)
+        for k, path in enumerate(raws):
+            writers.append(RawBandWriter(path, region[3], region[2], on_band if k == 0 else None))
+        outputs = writers[-len(raws):]
+        sink = classified = RegionSink(outputs[0], outputs[1] if len(raws) > 1 else None,
                                        settings.on_scores, arrays=runner.arrays, clock=clock)
-        if origin != (0, 0) or (grid.height, grid.width) != region[2:]:
+        if cropped:
             sink = CroppedSink(sink, region[0] - origin[0], region[1] - origin[1], *region[2:])
         num_classes = getattr(predictor, "num_classes", None) or classes.num_classes
-        blender = StreamingBlender(grid, weights, num_classes, sink, arrays=runner.arrays)
+        buffers = 2
+        if runner.arrays is NUMPY:  # classify and write beside the blend (host scores)
+            sink = threaded = ThreadedSink(sink, stop, clock, stopped=_Stop)
+            buffers = 3
+        blender = StreamingBlender(grid, weights, num_classes, sink, arrays=runner.arrays,
+                                   buffers=buffers)
         mpx = grid.width * grid.height / len(order) / 1e6
         with Progress(len(order), "predict", settings.progress, unit="window",
                       mpx_per_unit=mpx) as bar:
             stats = _stream(scene, order, grid, runner, blender, batch_size, bar,
-                            origin, clock)
+                            origin, clock, stop, threaded)
         if not blender.done:
             raise RuntimeError("internal error: the blender did not receive every window")
     finally:
-        for w in writers:
+        if threaded is not None:
+            stop.set()  # a no-op after success: close() has already ended the thread
+            threaded.shutdown()
+        for w in reversed(writers):  # the classes' last band goes to `halved` as it closes
             w.close()
     stats["class_pixels"] = classified.class_pixels
+    stats["halved"] = halved is not None
     return stats
 
 
-def _load_window(scene: Scene, runner, window, origin=(0, 0), clock=None):
-    """Read one window (its grid starts at ``origin`` in the scene) and prepare it for
-    ``runner`` (normalised and padded on the host, or raw for the device); None data when
-    it is entirely nodata. Runs on the reader threads."""
-    clock = clock or StageClock()
+def _halver(halved: RawBandWriter, clock: StageClock):
+    """``on_band`` for the class raster: write each band of rows halved (MODE)."""
+    def halve(row_off: int, rows) -> None:
+        with clock("overviews"):
+            halved.write(row_off // 2, 0, mode_halve(rows, NODATA))
+    return halve
+
+
+def _even_regions(grid: WindowGrid) -> bool:
+    """Whether every region the blender emits starts on even rows and columns and has
+    even sides (window starts and the grid's sides even), so each can be halved alone."""
+    return all(v % 2 == 0 for v in [grid.height, grid.width, *grid.row_starts,
+                                    *grid.col_starts])
+
+
+def _read_window(scene: Scene, window, origin, clock):
+    """Read one window (its grid starts at ``origin`` in the scene): ``(data, valid)``.
+    Runs on the read thread."""
     with clock("read"):
-        data, valid = scene.read_raw(window.row_off + origin[0], window.col_off + origin[1],
-                                     window.height, window.width)
+        return scene.read_raw(window.row_off + origin[0], window.col_off + origin[1],
+                              window.height, window.width)
+
+
+def _prepare_window(runner, window, read, clock):
+    """The window read by ``read`` (a future) prepared for ``runner`` (normalised and
+    padded on the host, or raw for the device); None data when it is entirely nodata.
+    Runs on the prepare thread, so the read thread goes on to the next window."""
+    data, valid = read.result()
     if not valid.any():
         return window, None, valid
     with clock("normalize"):
@@ -331,7 +401,8 @@ def _get(q: queue.Queue, stop: threading.Event):
 
 
 def _windows(scene, runner, order, lookahead, stop, origin, clock):
-    """Yield loaded windows in ``order``, read ahead (``lookahead`` windows) on one thread.
+    """Yield loaded windows in ``order``, read ahead (``lookahead`` windows) on one thread
+    and prepared (normalised) on another.
 
     One thread means one dataset handle, so one block cache: a block shared by
     neighbouring windows is decoded once. With a handle per reader thread (and Dask's
@@ -341,36 +412,47 @@ def _windows(scene, runner, order, lookahead, stop, origin, clock):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsseg-read")
+    reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsseg-read")
+    prepares = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsseg-prepare")
     pending: collections.deque = collections.deque()
+
+    def submit(window):
+        read = reads.submit(_read_window, scene, window, origin, clock)
+        pending.append(prepares.submit(_prepare_window, runner, window, read, clock))
+
     try:
         todo = iter(order)
         for window in itertools.islice(todo, lookahead):
-            pending.append(pool.submit(_load_window, scene, runner, window, origin, clock))
+            submit(window)
         while pending:
             with clock("wait for reads"):
                 item = pending.popleft().result()
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append(pool.submit(_load_window, scene, runner, nxt, origin, clock))
+                submit(nxt)
             yield item
             if stop.is_set():
                 return
     finally:
         for f in pending:
             f.cancel()
-        pool.shutdown(wait=True)
+        prepares.shutdown(wait=True)
+        reads.shutdown(wait=True, cancel_futures=True)
 
 
-def _consume(blender, in_q, stop, errors: list, clock) -> None:
-    """Blend and write, in window order, on its own thread."""
+def _consume(blender, in_q, stop, errors: list, clock, threaded) -> None:
+    """Blend, in window order, on its own thread; classify and write there too, or on
+    the ``threaded`` sink's thread (then waited for at the end)."""
+    stage = "blend" if threaded is not None else "blend+classify+write"
     try:
         while True:
             with clock("writer idle"):
                 item = _get(in_q, stop)
             if item is _DONE:
+                if threaded is not None:
+                    threaded.close()
                 return
-            with clock("blend+classify+write"):
+            with clock(stage):
                 blender.add(*item)
     except _Stop:
         pass
@@ -380,12 +462,11 @@ def _consume(blender, in_q, stop, errors: list, clock) -> None:
 
 
 def _stream(scene, order, grid, runner, blender, batch_size, bar, origin,
-            clock) -> dict:
-    stop = threading.Event()
+            clock, stop: threading.Event, threaded) -> dict:
     blend_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
     errors: list = []
     consumer = threading.Thread(target=_consume, name="rsseg-write", daemon=True,
-                                args=(blender, blend_q, stop, errors, clock))
+                                args=(blender, blend_q, stop, errors, clock, threaded))
     consumer.start()
     skipped = 0
     lookahead = max(4, batch_size + 2)
@@ -456,7 +537,8 @@ class StageClock:
 
     def stages(self) -> dict[str, float]:
         """Wall seconds per stage, and ``cpu <stage>`` CPU seconds. ``blend`` is the
-        blender's own time (its total less the classification and writes it calls)."""
+        blender's own time (its total less the classification and writes it calls, or
+        its waits for the classifying thread's buffers)."""
         out = dict(self.seconds)
         out.update({f"cpu {k}": v for k, v in self.cpu.items()})
         for prefix in ("", "cpu "):
@@ -464,4 +546,6 @@ class StageClock:
             if total is not None:
                 out[prefix + "blend"] = (total - out.get(prefix + "classify", 0.0)
                                          - out.get(prefix + "write", 0.0))
+            elif prefix + "blend" in out:
+                out[prefix + "blend"] -= out.get(prefix + "wait for classify", 0.0)
         return out

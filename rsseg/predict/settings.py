@@ -44,7 +44,7 @@ class PredictSettings:
     overlap: int | None = None
     blend: str = "cosine"
     batch_size: int | str = 1
-    readers: int = 2
+    readers: int = 1
     probs: str | os.PathLike | None = None
     vector: str | os.PathLike | None = None
     overwrite: bool = False
