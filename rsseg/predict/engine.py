@@ -86,14 +86,16 @@ class PredictResult:
     stac: Path | None = None
     stages: dict = field(default_factory=dict)  # seconds per stage (see StageClock)
     class_pixels: dict = field(default_factory=dict)  # class name -> pixels, largest first
+    tta: str = "none"  # the test-time augmentation used (set by predict_file)
 
     def describe(self) -> str:
         """What was written, for a completion line."""
         written = [self.output.name] + [p.name for p in (self.probs, self.vector, self.stac) if p]
         polygons = f", {self.features} polygons" if self.features is not None else ""
         nodata = f" ({self.skipped} all nodata)" if self.skipped else ""
+        tta = f", --tta {self.tta}" if self.tta != "none" else ""
         return (f"{' + '.join(written)}{polygons} ({self.windows} windows of {self.tile} px, "
-                f"overlap {self.overlap}{nodata}){self._shares()}")
+                f"overlap {self.overlap}{nodata}{tta}){self._shares()}")
 
     def _shares(self) -> str:
         """'; land 72.8 %, road 9.3 %, ...': the classes found, by share of the pixels

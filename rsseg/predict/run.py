@@ -49,6 +49,7 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
         say(note)
     with relay_warnings(say, "default"):  # once each: reader threads reopen the files
         result = run_checked(scene, output, predictor, settings)
+    result.tta = tta
     if stac:
         from rsseg.io.stac import provenance, write_output_item
 

@@ -108,6 +108,9 @@ def test_predict_cli_tta_keeps_the_grid(make_geotiff, register_test_model, tmp_p
         assert run(["predict", str(scene), "-o", str(outs[mode]), "--model", model,
                     "--weights", "random", "--tile", "64", "--overlap", "16",
                     "--probs", str(tmp_path / f"{mode}-conf.tif"), "--tta", mode]) == 0
+        done = capsys.readouterr().err.strip().splitlines()[-1]
+        assert done.startswith(f"wrote {mode}.tif")
+        assert ("--tta d4" in done) == (mode == "d4"), done  # the completion line says it
     with rasterio.open(scene) as src, rasterio.open(outs["d4"]) as dst:
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
     with rasterio.open(tmp_path / "none-conf.tif") as plain, \
