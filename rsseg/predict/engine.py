@@ -332,15 +332,30 @@ def _run(scene: Scene, predictor, norm: Normalization, classes: ClassScheme, raw
                             origin, clock, stop, threaded)
         if not blender.done:
             raise RuntimeError("internal error: the blender did not receive every window")
-    finally:
-        if threaded is not None:
-            stop.set()  # a no-op after success: close() has already ended the thread
-            threaded.shutdown()
-        for w in reversed(writers):  # the classes' last band goes to `halved` as it closes
-            w.close()
+    except BaseException:
+        stop.set()  # drops what the classifying thread still has queued
+        _close(threaded, writers, quietly=True)  # the first error is the one to report
+        raise
+    _close(threaded, writers, quietly=False)
     stats["class_pixels"] = classified.class_pixels
     stats["halved"] = halved is not None
     return stats
+
+
+def _close(threaded: ThreadedSink | None, writers: list, quietly: bool) -> None:
+    """End the classifying thread, then close the band files (which write their last
+    band: the classes' goes to the halved level, so that one closes last); ``quietly``
+    keeps errors from hiding the one a failed run raises."""
+    steps = ([threaded.shutdown] if threaded is not None else []) + \
+        [w.close for w in reversed(writers)]
+    first = None
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 (every file is closed first)
+            first = first or exc
+    if first is not None and not quietly:
+        raise first
 
 
 def _halver(halved: RawBandWriter, clock: StageClock):

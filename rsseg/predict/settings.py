@@ -37,7 +37,7 @@ class PredictSettings:
     ``region`` ``(row_off, col_off, height, width)`` predicts only that part of the
     scene, exactly as the whole-scene prediction cut to it (see
     :mod:`rsseg.predict.regions`); ``on_scores(row_off, col_off, scores, valid)``
-    receives every blended region (tests, diagnostics).
+    receives every blended region (tests, diagnostics; on the classifying thread).
     """
 
     tile: int | None = None
