@@ -12,6 +12,8 @@ from .base import RssegAlgorithm
 RANDOM_WEIGHTS = "random"
 # rsseg predict --tta: none, 4 flipped views, or all 8 flipped and turned views
 TTA_MODES = ("none", "flip", "d4")
+# rsseg predict --zoom: how much each window is magnified before the network
+ZOOM_RANGE = (0.25, 4.0)
 
 
 class PredictAlgorithm(RssegAlgorithm):
@@ -22,6 +24,7 @@ class PredictAlgorithm(RssegAlgorithm):
     TILE = "TILE"
     OVERLAP = "OVERLAP"
     TTA = "TTA"
+    ZOOM = "ZOOM"
     OUTPUT = "OUTPUT"
     VECTOR_OUTPUT = "VECTOR_OUTPUT"
 
@@ -82,6 +85,13 @@ class PredictAlgorithm(RssegAlgorithm):
         tta.setUsesStaticStrings(True)
         tta.setFlags(tta.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(tta)
+        zoom = QgsProcessingParameterNumber(
+            self.ZOOM, self.tr("Zoom (the layer's pixel size over the model's training "
+                               "imagery's; 1: as is)"),
+            QgsProcessingParameterNumber.Double, defaultValue=1.0, minValue=ZOOM_RANGE[0],
+            maxValue=ZOOM_RANGE[1])
+        zoom.setFlags(zoom.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(zoom)
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, self.tr("Land-cover classes")))
         self.addParameter(QgsProcessingParameterVectorDestination(
@@ -111,6 +121,9 @@ class PredictAlgorithm(RssegAlgorithm):
         tta = self.parameterAsEnumString(parameters, self.TTA, context)
         if tta and tta != "none":
             args += ["--tta", tta]
+        zoom = self.parameterAsDouble(parameters, self.ZOOM, context)
+        if zoom and zoom != 1.0:
+            args += ["--zoom", repr(float(zoom))]
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context).strip()
         if weights:
             args += ["--weights", weights]

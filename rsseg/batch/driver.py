@@ -69,6 +69,7 @@ class BatchOptions:
     overlap: int | None = None
     blend: str = "cosine"
     tta: str = "none"
+    zoom: float = 1.0
     batch_size: int = 1
     device: str = "cpu"
     vector: bool = False
@@ -373,7 +374,8 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     # The driver only checks the weights (on the CPU); the workers run the network on
     # options.device (checked up front by the command for a local cluster).
     resolved = load_predictor(options.model, options.weights, channels=in_channels,
-                              device="cpu", seed=options.seed, tta=options.tta)
+                              device="cpu", seed=options.seed, tta=options.tta,
+                              zoom=options.zoom)
     tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
     tile, overlap = tiling.tile, tiling.overlap
     for t in readable:
@@ -392,7 +394,8 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
                 "batch_size": options.batch_size, "device": options.device,
                 "vector": vector_options(options) if options.vector else None,
                 **extras.settings(), **({"probs": True} if options.probs else {}),
-                **({"tta": options.tta} if options.tta != "none" else {})}
+                **({"tta": options.tta} if options.tta != "none" else {}),
+                **({"zoom": options.zoom} if options.zoom != 1.0 else {})}
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
     return settings, [line for line in resolved.notes if line.startswith("note: ")]
@@ -405,7 +408,8 @@ def _input_vrt(out: Path, stem: str) -> str:
 def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
           extras: TileExtras) -> list[_Planned]:
     spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
-                     options.seed, settings["in_channels"], options.device, options.tta)
+                     options.seed, settings["in_channels"], options.device, options.tta,
+                     options.zoom)
     size, overlap = settings["tile"], settings["overlap"]
     settings_hash = digest(settings)
     fingerprints = _Fingerprints((t.path, t.fingerprint) for t in tiles if t.fingerprint)

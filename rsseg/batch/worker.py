@@ -36,6 +36,7 @@ class ModelSpec:
     in_channels: int
     device: str
     tta: str = "none"  # test-time augmentation (rsseg.predict.tta)
+    zoom: float = 1.0  # what the network sees of each window (rsseg.predict.zoom)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def cached_predictor(spec: ModelSpec):
             from rsseg.predict.load import load_predictor
 
             hit = load_predictor(spec.name, spec.weights, channels=spec.in_channels,
-                                 device=spec.device, seed=spec.seed, tta=spec.tta)
+                                 device=spec.device, seed=spec.seed, tta=spec.tta,
+                                 zoom=spec.zoom)
             _MODEL_CACHE.clear()  # one network per worker: a new job replaces the old one
             _MODEL_CACHE[spec] = hit
             _MODEL_LOADS["count"] += 1

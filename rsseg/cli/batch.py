@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rsseg.cli.options import (common_options, parse_band_files, parse_bands, seed_option,
-                               stac_option, tta_option, window_options)
+                               stac_option, tta_option, window_options, zoom_option)
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -66,13 +66,14 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
               help="Print the plan (mosaics, tiles to do / done / failed, windows) and exit "
                    "without starting a cluster or writing anything.")
 @tta_option
+@zoom_option
 @stac_option
 @seed_option
 @common_options
 def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, probs, tile,
           overlap, blend, batch_size, device, vector, simplify, min_area, workers, threads,
-          scheduler, connect_timeout, resume, dry_run, tta, stac, seed, overwrite, progress,
-          progress_json):
+          scheduler, connect_timeout, resume, dry_run, tta, zoom, stac, seed, overwrite,
+          progress, progress_json):
     """Predict a class raster for every tile of INPUTS into the directory given by -o.
 
     INPUTS is a glob ("city/*.tif"; unquoted, the shell's list of files works
@@ -119,7 +120,8 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     options = BatchOptions(model=model_name, weights=weights, seed=seed,
                            bands=tuple(bands) if bands else None, band_files=band_files,
                            align=align, probs=probs, tile=tile, overlap=overlap,
-                           blend=blend, tta=tta, batch_size=batch_size, device=device,
+                           blend=blend, tta=tta, zoom=zoom, batch_size=batch_size,
+                           device=device,
                            vector=vector,
                            simplify=simplify, min_area=min_area, workers=workers,
                            threads=threads, scheduler=scheduler,
@@ -130,7 +132,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     if stac and not dry_run:  # an Item per finished tile and mosaic.stac.json, a Collection over them
         from rsseg.io.stac import write_batch_stac
 
-        write_batch_stac(out_dir, summary.model, weights, tta)
+        write_batch_stac(out_dir, summary.model, weights, tta, zoom)
     # A dry run's plan is what the command was asked for: stdout, so it can be piped or
     # saved; a real run's summary is a report on stderr like every other command's.
     for line in summary.lines():

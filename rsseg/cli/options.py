@@ -40,6 +40,13 @@ tta_option = click.option(
          "or all 8 flipped and turned (d4) views. Costs one forward pass per view.")
 
 
+zoom_option = click.option(
+    "--zoom", type=click.FloatRange(0.25, 4.0), default=1.0, show_default=True,
+    help="Show the network each window magnified by this factor (its scores are brought "
+         "back to the scene's grid): the scene's pixel size over that of the model's "
+         "training imagery, e.g. 1.25 for imagery coarser than the model knows.")
+
+
 def window_options(f):
     """--tile, --overlap, --blend."""
     for opt in reversed((

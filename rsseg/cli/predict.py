@@ -6,7 +6,7 @@ import click
 
 from rsseg.cli.options import (common_options, parse_band_files, parse_bands, rate,
                                report_done, seed_option, stac_option, tta_option,
-                               window_options)
+                               window_options, zoom_option)
 
 
 
@@ -68,11 +68,12 @@ class BatchSize(click.ParamType):
               help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
                    "with mean_confidence when --probs is given).")
 @tta_option
+@zoom_option
 @stac_option
 @seed_option
 @common_options
 def predict(input, output, model_name, weights, bands, band_files, dsm, align, tile, overlap,
-            blend, batch_size, device, probs, backend, vector, tta, stac, seed, overwrite,
+            blend, batch_size, device, probs, backend, vector, tta, zoom, stac, seed, overwrite,
             progress, progress_json):
     """Predict land-cover classes for the GeoTIFF INPUT and write them to OUTPUT as a COG
     with the same CRS, transform and shape, a colour table, class names and nodata 255.
@@ -83,6 +84,7 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
       rsseg predict scene.tif --weights random --bands 1,2,3 -o classes.tif --probs conf.tif
       rsseg predict scene.tif -o classes.tif --probs conf.tif --vector classes.gpkg
       rsseg predict image.jpg --model baff_skipnet --weights dubai-aerial --tta d4 -o map.tif
+      rsseg predict coarse.jpg --model baff_skipnet --weights dubai-aerial --zoom 1.25 -o map.tif
     """
     from rsseg.predict.run import predict_file
     from rsseg.predict.settings import PredictSettings
@@ -94,6 +96,6 @@ def predict(input, output, model_name, weights, bands, band_files, dsm, align, t
     result = predict_file(input, output, settings, model=model_name, weights=weights,
                           backend=backend, device=device, seed=seed, bands=bands,
                           band_files=band_files, dsm=dsm, align=align, stac=stac, tta=tta,
-                          say=lambda line: click.echo(f"rsseg: {line}", err=True))
+                          zoom=zoom, say=lambda line: click.echo(f"rsseg: {line}", err=True))
     report_done(f"wrote {result.describe()} in {rate(result.megapixels, result.seconds)}", mode,
                 **result.summary())

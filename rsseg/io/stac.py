@@ -49,19 +49,22 @@ class Provenance:
     weights: str | None = None  # weights tag or file name
     source: str | os.PathLike | None = None  # the input scene
     tta: str | None = None  # test-time augmentation, when one was used
+    zoom: float | None = None  # --zoom, when not 1
 
 
 def provenance(model: str | None, weights: str | os.PathLike | None,
-               source: str | os.PathLike | None, tta: str = "none") -> Provenance:
+               source: str | os.PathLike | None, tta: str = "none",
+               zoom: float = 1.0) -> Provenance:
     """What ``predict``/``batch`` know: the weights as a tag (``bundled``, ``random``) or
-    the file name of a checkpoint or ONNX model, and ``--tta`` when it was used."""
+    the file name of a checkpoint or ONNX model, and ``--tta`` and ``--zoom`` when used."""
     if weights is None:
         tag = f"bundled:{model}" if model else "bundled"
     elif str(weights) == "random":
         tag = "random"
     else:
         tag = Path(weights).name
-    return Provenance(model, tag, source, None if tta == "none" else tta)
+    return Provenance(model, tag, source, None if tta == "none" else tta,
+                      None if zoom == 1.0 else float(zoom))
 
 
 def item_path(output: str | os.PathLike) -> Path:
@@ -167,7 +170,8 @@ def write_collection(items: list[str | os.PathLike], path: str | os.PathLike, *,
 
 
 def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
-                     weights: str | os.PathLike | None, tta: str = "none") -> Path:
+                     weights: str | os.PathLike | None, tta: str = "none",
+                     zoom: float = 1.0) -> Path:
     """Items for every finished tile of a ``rsseg batch`` output directory (from its
     job database ``batch.sqlite``) and ``mosaic.stac.json``, a Collection over them with
     the mosaic VRT, GeoPackage and confidence VRT (``--probs``) as assets; returns the
@@ -194,7 +198,8 @@ def write_batch_stac(out_dir: str | os.PathLike, model: str | None,
         items.append(write_output_item(out / outputs["classes"], overwrite=True,
                                        classes_raster=out / outputs["classes"], vector=vector,
                                        confidence=confidence,
-                                       provenance=provenance(model, weights, source, tta)))
+                                       provenance=provenance(model, weights, source, tta,
+                                                             zoom)))
     path = out / ("mosaic" + ITEM_SUFFIX)
     assets = {"mosaic": (out / "mosaic.vrt", "application/xml", "Class mosaic (GDAL VRT)"),
               "vector": (out / "mosaic.gpkg", GPKG_TYPE, "Class polygons, dissolved "
@@ -249,6 +254,9 @@ def _properties(grid: _Grid, provenance: Provenance, old: dict) -> dict:
     tta = provenance.tta or old.get("rsseg:tta")
     if tta:
         props["rsseg:tta"] = tta
+    zoom = provenance.zoom or old.get("rsseg:zoom")
+    if zoom:
+        props["rsseg:zoom"] = zoom
     epsg = grid.crs.to_epsg() if grid.crs else None
     props["proj:epsg"] = epsg
     if epsg is None and grid.crs is not None:

@@ -87,6 +87,7 @@ class PredictResult:
     stages: dict = field(default_factory=dict)  # seconds per stage (see StageClock)
     class_pixels: dict = field(default_factory=dict)  # class name -> pixels, largest first
     tta: str = "none"  # the test-time augmentation used (set by predict_file)
+    zoom: float = 1.0  # --zoom (set by predict_file)
 
     def describe(self) -> str:
         """What was written, for a completion line."""
@@ -94,6 +95,7 @@ class PredictResult:
         polygons = f", {self.features} polygons" if self.features is not None else ""
         nodata = f" ({self.skipped} all nodata)" if self.skipped else ""
         tta = f", --tta {self.tta}" if self.tta != "none" else ""
+        tta += f", --zoom {self.zoom:g}" if self.zoom != 1.0 else ""
         return (f"{' + '.join(written)}{polygons} ({self.windows} windows of {self.tile} px, "
                 f"overlap {self.overlap}{nodata}{tta}){self._shares()}")
 

@@ -23,6 +23,7 @@ from rsseg.io.normalization import Normalization
 
 from .predictor import Predictor
 from .tta import TTA_MODES, AugmentedPredictor
+from .zoom import ZoomedPredictor, check_zoom
 
 DEFAULT_MODEL = "bafnet"
 BACKENDS = ("torch", "onnx")
@@ -84,7 +85,7 @@ class LoadedPredictor:
 def load_predictor(model: str | None = None, weights: str | os.PathLike | None = None, *,
                    channels: int, device: str = "auto", backend: str = "torch",
                    seed: int = 0, input_bands: list[str] | None = None,
-                   tta: str = "none") -> LoadedPredictor:
+                   tta: str = "none", zoom: float = 1.0) -> LoadedPredictor:
     """A ready predictor for a scene with ``channels`` bands.
 
     ``weights``: a checkpoint path (its network is used; ``model``, when given, must
@@ -95,23 +96,30 @@ def load_predictor(model: str | None = None, weights: str | os.PathLike | None =
     ``weights`` is an ``.onnx`` file and ``model`` is ignored). ``device`` ``cuda``
     without a GPU fails here, before any work. ``input_bands`` (the scene's band names)
     makes a band-count mismatch say what the input holds. ``tta`` (``none``, ``flip``,
-    ``d4``) averages each window's scores over flipped/turned views (:mod:`.tta`).
+    ``d4``) averages each window's scores over flipped/turned views (:mod:`.tta`);
+    ``zoom`` shows the network each window magnified by that factor (:mod:`.zoom`).
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if tta not in TTA_MODES:
         raise UsageError(f"unknown --tta {tta!r}; choose from {', '.join(TTA_MODES)}")
+    try:
+        zoom = check_zoom(zoom)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if backend == "onnx":
         loaded = _load_onnx(weights, channels, device, input_bands)
         if tta != "none":
             loaded.predict = AugmentedPredictor(loaded.predict, tta)
+        if zoom != 1.0:
+            loaded.predict = ZoomedPredictor(loaded.predict, zoom)
         return loaded
     from .predictor import TorchPredictor, resolve_device
 
     torch_device = resolve_device(device)
     loaded = _load_torch(model, weights, channels, seed, input_bands)
     loaded.predict = TorchPredictor(loaded.model, torch_device,
-                                    num_classes=loaded.classes.num_classes, tta=tta)
+                                    num_classes=loaded.classes.num_classes, tta=tta, zoom=zoom)
     return loaded
 
 

@@ -17,6 +17,7 @@ import torch
 from rsseg.errors import ModelError
 
 from .tta import average_views, torch_ops, views
+from .zoom import check_zoom, zoomed_scores
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -57,14 +58,18 @@ class TorchPredictor:
     argmax happen there. ``device_path`` forces that path on or off (the tests run
     it on the CPU). ``activation`` is ``"softmax"`` (logits -> probabilities) or
     ``None`` (the network already returns scores). ``tta`` averages the scores over
-    flipped/turned views of each window (:mod:`rsseg.predict.tta`), on either path.
+    flipped/turned views of each window (:mod:`rsseg.predict.tta`) and ``zoom`` shows
+    the network each window magnified by that factor (:mod:`rsseg.predict.zoom`), on
+    either path.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto",
                  num_classes: int | None = None, activation: str | None = "softmax",
-                 amp: bool = True, device_path: bool | None = None, tta: str = "none"):
+                 amp: bool = True, device_path: bool | None = None, tta: str = "none",
+                 zoom: float = 1.0):
         views(tta, 1, 1)  # an unknown mode fails before any work
         self.tta, self._tta_ops = tta, torch_ops()
+        self.zoom = check_zoom(zoom)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.activation = activation
         self.cuda = self.device.type == "cuda"
@@ -87,10 +92,13 @@ class TorchPredictor:
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(N, C, H, W)`` float32 on the device -> float32 scores there."""
         with torch.inference_mode():
-            y = average_views(x, self._scores, self.tta, self._tta_ops)
+            y = zoomed_scores(x, self._views, self.zoom)
         if self.num_classes is None:
             self.num_classes = y.shape[1]
         return y
+
+    def _views(self, x: torch.Tensor) -> torch.Tensor:
+        return average_views(x, self._scores, self.tta, self._tta_ops)
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.memory_format)

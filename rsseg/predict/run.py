@@ -23,12 +23,13 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
                  weights: str | os.PathLike | None = None, backend: str | None = None,
                  device: str = "auto", seed: int = 0, bands: list[int] | None = None,
                  band_files=(), dsm=None, align: bool = False, stac: bool = False,
-                 tta: str = "none", say: Callable[[str], None] = print) -> PredictResult:
+                 tta: str = "none", zoom: float = 1.0,
+                 say: Callable[[str], None] = print) -> PredictResult:
     """Predict ``input`` into ``output`` (and ``settings.probs``/``settings.vector``).
 
     ``bands``/``band_files``/``dsm``/``align`` choose and stack the bands as
     :class:`rsseg.io.scene.Scene` does; ``model``/``weights``/``backend``/``device``/
-    ``seed``/``tta`` go to :func:`~rsseg.predict.load.load_predictor`. ``stac`` also writes a
+    ``seed``/``tta``/``zoom`` go to :func:`~rsseg.predict.load.load_predictor`. ``stac`` also writes a
     STAC Item beside the output (:mod:`rsseg.io.stac`). ``say`` receives the notes a
     user should read (what the weights are, warnings) as single lines.
     """
@@ -44,19 +45,20 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
     with relay_warnings(say, "always"):  # every one: they describe this input
         scene = Scene(input, bands=bands, dsm=dsm, align=align, band_files=band_files)
     predictor = load_predictor(model, weights, channels=scene.channels, device=device,
-                               backend=backend, seed=seed, input_bands=scene.names, tta=tta)
+                               backend=backend, seed=seed, input_bands=scene.names, tta=tta,
+                               zoom=zoom)
     for note in predictor.notes:
         say(note)
     with relay_warnings(say, "default"):  # once each: reader threads reopen the files
         result = run_checked(scene, output, predictor, settings)
-    result.tta = tta
+    result.tta, result.zoom = tta, zoom
     if stac:
         from rsseg.io.stac import provenance, write_output_item
 
         result.stac = write_output_item(
             output, classes_raster=output, confidence=settings.probs, vector=settings.vector,
             classes=predictor.classes, overwrite=settings.overwrite,
-            provenance=provenance(predictor.model_name, weights, input, tta))
+            provenance=provenance(predictor.model_name, weights, input, tta, zoom))
     return result
 
 

@@ -209,13 +209,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
     assert plan[2].startswith("rsseg: plan: 1 tile(s) to predict (1 failed before), 4 already done")
     assert any("of worker time at the" in line for line in plan)
     assert any("batch.sqlite records an earlier run: pass --resume" in line for line in plan)
-    # test-time augmentation is a setting: the finished tiles would be predicted again
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        assert rsseg("batch", city / "*.tif", "-o", out, "--dry-run", "--vector", "--tta",
-                     "flip", *MODEL) == 0
-    assert stdout.getvalue().splitlines()[2].startswith(
-        "rsseg: plan: 5 tile(s) to predict (1 failed before), 0 already done")
+    # test-time augmentation and zoom are settings: the finished tiles would be predicted again
+    for setting in (("--tta", "flip"), ("--zoom", "1.25")):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert rsseg("batch", city / "*.tif", "-o", out, "--dry-run", "--vector", *setting,
+                         *MODEL) == 0
+        assert stdout.getvalue().splitlines()[2].startswith(
+            "rsseg: plan: 5 tile(s) to predict (1 failed before), 0 already done"), setting
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 

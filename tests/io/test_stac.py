@@ -96,6 +96,7 @@ def test_predict_item_describes_grid_classes_model_and_assets(scene, tmp_path,
     assert props["rsseg:version"] == package.__version__
     assert props["rsseg:source"] == scene.name
     assert "rsseg:tta" not in props  # said only when test-time augmentation was used
+    assert "rsseg:zoom" not in props  # likewise --zoom
 
     assets = item["assets"]
     assert {k: a["href"] for k, a in assets.items()} == {
@@ -117,9 +118,10 @@ def test_predict_item_describes_grid_classes_model_and_assets(scene, tmp_path,
 
 def test_vectorize_completes_the_predict_item(scene, tmp_path, validator):
     out = tmp_path / "classes.tif"
-    assert predict(scene, out, "--stac", "--tta", "flip") == 0
+    assert predict(scene, out, "--stac", "--tta", "flip", "--zoom", "1.5") == 0
     first = json.loads((tmp_path / "classes.stac.json").read_text())
     assert "vector" not in first["assets"] and first["properties"]["rsseg:tta"] == "flip"
+    assert first["properties"]["rsseg:zoom"] == 1.5
     # Same stem: the Item is completed, no --overwrite needed; provenance is kept.
     assert rsseg("vectorize", out, "-o", tmp_path / "classes.gpkg", "--stac",
                  "--no-progress") == 0
@@ -127,11 +129,13 @@ def test_vectorize_completes_the_predict_item(scene, tmp_path, validator):
     assert item["assets"]["vector"]["href"] == "./classes.gpkg"
     assert item["properties"]["rsseg:model"] == MODEL
     assert item["properties"]["rsseg:tta"] == "flip"
+    assert item["properties"]["rsseg:zoom"] == 1.5
     assert item["properties"]["datetime"] == first["properties"]["datetime"]
     # predicted again without --tta: the replaced Item does not keep the old run's views
     assert predict(scene, out, "--stac", "--overwrite") == 0
     again = json.loads((tmp_path / "classes.stac.json").read_text())
     assert "rsseg:tta" not in again["properties"]
+    assert "rsseg:zoom" not in again["properties"]
     # Another name, another folder: its own Item, hrefs relative to it.
     (tmp_path / "vec").mkdir()
     assert rsseg("vectorize", out, "-o", tmp_path / "vec" / "polys.gpkg", "--stac",
@@ -161,9 +165,10 @@ def test_batch_writes_items_and_a_collection(tmp_path, validator):
     out = tmp_path / "out"
     assert rsseg("batch", city / "*.tif", "-o", out, "--workers", 1, "--model", "baff_skipnet",
                  "--weights", "random", "--tile", 64, "--overlap", 16, "--vector", "--stac",
-                 "--probs", "--tta", "flip", "--no-progress") == 0
+                 "--probs", "--tta", "flip", "--zoom", "0.5", "--no-progress") == 0
     items = [validate(out / f"tile_0{c}.stac.json", validator) for c in range(2)]
     assert [i["properties"]["rsseg:tta"] for i in items] == ["flip", "flip"]
+    assert [i["properties"]["rsseg:zoom"] for i in items] == [0.5, 0.5]
     assert [i["assets"]["vector"]["href"] for i in items] == ["./tile_00.gpkg", "./tile_01.gpkg"]
     assert items[0]["properties"]["rsseg:source"] == "tile_00.tif"
     assert items[1]["assets"]["confidence"]["href"] == "./confidence/tile_01.tif"

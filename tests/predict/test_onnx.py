@@ -136,6 +136,19 @@ def test_onnx_tta_averages_the_views_as_torch_does(exported):
     assert np.abs(onnx(x) - plain(x)).max() > 1e-4  # the views changed the scores
 
 
+def test_onnx_zoom_sees_the_window_as_torch_does(exported):
+    from rsseg.predict.load import load_predictor
+
+    root, _ = exported
+    onnx = load_predictor(weights=root / "baff.onnx", channels=4, backend="onnx", zoom=1.5)
+    torch_zoom = load_predictor(weights=root / "baff.pt", channels=4, device="cpu", zoom=1.5)
+    x = np.random.default_rng(2).standard_normal((1, 4, 96, 96)).astype(np.float32)
+    assert onnx(x).shape == (1, onnx.num_classes, 96, 96)
+    assert np.abs(onnx(x) - torch_zoom(x)).max() < 1e-5
+    plain = load_predictor(weights=root / "baff.onnx", channels=4, backend="onnx")
+    assert np.abs(onnx(x) - plain(x)).max() > 1e-4  # the zoom changed the scores
+
+
 def test_predict_onnx_writes_the_classes_torch_writes(scene, tmp_path):
     # CANet: with randomised BatchNorm it predicts several classes on this scene, so the
     # comparison is not trivially satisfied by a constant map.

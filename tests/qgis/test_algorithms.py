@@ -70,9 +70,11 @@ def test_provider_lists_the_three_algorithms(provider):
     assert ids == ["rsseg:predict", "rsseg:score", "rsseg:vectorize"]
     predict = provider.algorithm("predict")
     names = [p.name() for p in predict.parameterDefinitions()]
-    assert names == ["INPUT", "MODEL", "WEIGHTS", "DSM", "TILE", "OVERLAP", "TTA", "OUTPUT",
-                     "VECTOR_OUTPUT"]
+    assert names == ["INPUT", "MODEL", "WEIGHTS", "DSM", "TILE", "OVERLAP", "TTA", "ZOOM",
+                     "OUTPUT", "VECTOR_OUTPUT"]
     assert predict.parameterDefinition("TTA").options() == ["none", "flip", "d4"]
+    zoom = predict.parameterDefinition("ZOOM")
+    assert (zoom.defaultValue(), zoom.minimum(), zoom.maximum()) == (1.0, 0.25, 4.0)
     assert "lwganet_l0" in predict.parameterDefinition("MODEL").options()
 
 
@@ -298,17 +300,20 @@ def test_dsm_reaches_rsseg_resampled_onto_the_scene_grid(provider, scene, cli_pr
         feedback.commands
 
 
-def test_tta_reaches_rsseg(provider, scene, rsseg_exe, tmp_path):
-    """The plugin's test-time augmentation is `rsseg predict --tta`: same class raster."""
+def test_tta_and_zoom_reach_rsseg(provider, scene, rsseg_exe, tmp_path):
+    """The plugin's test-time augmentation and zoom are `rsseg predict --tta --zoom`: same
+    class raster."""
     reference = tmp_path / "cli.tif"
     run_cli(rsseg_exe, "predict", scene, "--model", MODEL, "--weights", "random", "--tile",
-            TILE, "--overlap", OVERLAP, "--tta", "d4", "-o", reference)
+            TILE, "--overlap", OVERLAP, "--tta", "d4", "--zoom", "1.5", "-o", reference)
     out = tmp_path / "plugin.tif"
     feedback = RecordingFeedback()
-    processing.run("rsseg:predict", predict_params(scene, out, TTA="d4"), feedback=feedback)
+    processing.run("rsseg:predict", predict_params(scene, out, TTA="d4", ZOOM=1.5),
+                   feedback=feedback)
     np.testing.assert_array_equal(read_band(out), read_band(reference))
     assert grid(out) == grid(scene)
-    assert any("--tta d4" in info for info in feedback.commands), feedback.commands
+    assert any("--tta d4" in info and "--zoom 1.5" in info for info in feedback.commands), \
+        feedback.commands
 
 
 def test_dsm_rsseg_cannot_use_is_its_error(provider, scene, tmp_path):

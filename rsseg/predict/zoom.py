@@ -1,0 +1,82 @@
+"""Zoom: show the network each window magnified (or reduced), as its training imagery was.
+
+A network learns the size things have in pixels in its training imagery. A scene
+with coarser pixels (a larger ground sampling distance) shows every house and road
+smaller, and the network does worse on it; magnifying each window by
+``scene GSD / training GSD`` before the forward pass, and bringing its class scores
+back to the window's own grid, gives the network the sizes it knows. (Deepness asks
+for the model's resolution for the same reason.) Measured on the unseen Dubai tile 7
+with ``baff_skipnet.dubai-aerial-holdout7``: mIoU 0.566 at zoom 1, 0.601 at 1.25,
+0.591 at 1.5, 0.570 at 0.75 (docs/cli/predict.md; the Dubai data states no GSD).
+
+Windows are resampled bilinearly (antialiased when reduced), scores bilinearly back
+(a mean of probabilities stays one). The output grid, the tiling and the blend do not
+change: only what the network sees of each window. It runs inside
+:class:`~rsseg.predict.predictor.TorchPredictor` (on the device path too) and around
+any other predictor through :class:`ZoomedPredictor`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ZOOM_RANGE = (0.25, 4.0)
+
+
+def check_zoom(zoom: float) -> float:
+    """``zoom`` as a float, or ValueError when it is out of :data:`ZOOM_RANGE`."""
+    zoom = float(zoom)
+    lo, hi = ZOOM_RANGE
+    if not lo <= zoom <= hi:
+        raise ValueError(f"--zoom must be between {lo:g} and {hi:g}, got {zoom:g}")
+    return zoom
+
+
+def zoomed_size(pixels: int, zoom: float) -> int:
+    """The side a ``pixels``-px window has once zoomed (at least 1)."""
+    return max(1, int(round(pixels * zoom)))
+
+
+def zoomed_scores(x, scores, zoom: float):
+    """``scores`` (a callable on torch ``(N, C, h, w)``) of ``x`` zoomed by ``zoom``,
+    resampled back to ``x``'s height and width."""
+    import torch.nn.functional as F
+
+    if zoom == 1.0:
+        return scores(x)
+    h, w = x.shape[-2:]
+    size = (zoomed_size(h, zoom), zoomed_size(w, zoom))
+    seen = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                         antialias=zoom < 1.0)
+    y = scores(seen)
+    return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False,
+                         antialias=zoom > 1.0)
+
+
+class ZoomedPredictor:
+    """Any predictor (NumPy batches in, probabilities out) run on zoomed windows; what
+    ``--zoom`` wraps around a predictor with no path of its own (ONNX Runtime, a
+    library caller's callable)."""
+
+    def __init__(self, predict, zoom: float):
+        self.predict, self.zoom = predict, check_zoom(zoom)
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.predict, "num_classes", None)  # some learn it at the first call
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        def scores(view):
+            out = self.predict(np.ascontiguousarray(view.numpy(), dtype=np.float32))
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        return np.ascontiguousarray(zoomed_scores(x, scores, self.zoom).numpy(), np.float32)
+
+    def check_tile(self, tile: int) -> None:
+        """A fixed-size backend is asked about the zoomed window it will get."""
+        check = getattr(self.predict, "check_tile", None)
+        if check is not None:
+            check(zoomed_size(tile, self.zoom))

@@ -1,0 +1,105 @@
+"""``--zoom``: the network sees each window magnified, the scores come back on its grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import torch.nn.functional as F
+
+from rsseg.predict.predictor import TorchPredictor
+from rsseg.predict.zoom import ZoomedPredictor, check_zoom, zoomed_size
+from test_pipeline import OneHot, predict, small_convnet, unit_norm
+
+
+def test_torch_zoom_is_resample_network_resample_back():
+    net = small_convnet(in_ch=3, k=4, seed=1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 40, 56)).astype(np.float32)
+    for zoom in (0.5, 1.25, 2.0):
+        got = TorchPredictor(net, "cpu", zoom=zoom)(x)
+        t = torch.from_numpy(x)
+        size = (zoomed_size(40, zoom), zoomed_size(56, zoom))
+        seen = F.interpolate(t, size=size, mode="bilinear", align_corners=False,
+                             antialias=zoom < 1)
+        with torch.inference_mode():
+            scores = torch.softmax(net(seen.contiguous(memory_format=torch.channels_last)), 1)
+        expected = F.interpolate(scores, size=(40, 56), mode="bilinear", align_corners=False,
+                                 antialias=zoom > 1)
+        assert got.shape == (2, 4, 40, 56)
+        np.testing.assert_array_equal(got, expected.numpy())
+        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)  # still probabilities
+    np.testing.assert_array_equal(TorchPredictor(net, "cpu", zoom=1.0)(x),
+                                  TorchPredictor(net, "cpu")(x))  # 1: the window as is
+
+
+def test_numpy_wrapper_equals_the_torch_path():
+    net = small_convnet(in_ch=3, k=4, seed=2)
+    x = np.random.default_rng(1).standard_normal((1, 3, 48, 48)).astype(np.float32)
+    wrapped = ZoomedPredictor(TorchPredictor(net, "cpu"), 1.5)
+    np.testing.assert_array_equal(wrapped(x), TorchPredictor(net, "cpu", zoom=1.5)(x))
+    assert wrapped.num_classes == 4  # the wrapped predictor's, learnt at its first call
+
+    class FixedSize:  # a backend that takes one window size only (a fixed ONNX graph)
+        num_classes = 4
+
+        def check_tile(self, tile):
+            assert tile == 96, tile
+
+    ZoomedPredictor(FixedSize(), 1.5).check_tile(64)  # asked about the zoomed window
+
+
+@pytest.mark.parametrize("zoom", [0.5, 2.0])
+def test_zoomed_prediction_keeps_the_map_and_its_grid(make_geotiff, tmp_path, zoom):
+    """Class ids in 16-px blocks through a one-hot network: zoomed in or out, the map
+    comes back on the scene's grid, equal to the ids except along block edges."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 6, (12, 15)).repeat(16, 0).repeat(16, 1).astype(np.uint16)
+    scene = make_geotiff(ids)
+    out = tmp_path / "out.tif"
+    predict(scene, out, TorchPredictor(OneHot(), "cpu", zoom=zoom), unit_norm(1), tile=64,
+            overlap=16)
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        got = dst.read(1)
+    rows, cols = np.indices(ids.shape) % 16
+    inner = (rows >= 3) & (rows < 13) & (cols >= 3) & (cols < 13)  # away from block edges
+    assert (got[inner] == ids[inner]).all()
+    assert (got == ids).mean() > 0.9
+
+
+def test_device_path_zooms_as_the_host_path(make_geotiff, tmp_path):
+    data = np.random.default_rng(4).integers(0, 255, (3, 90, 110)).astype(np.uint8)
+    scene = make_geotiff(data)
+    net = small_convnet(in_ch=3, k=6, seed=3)
+    outs = []
+    for device_path in (False, True):
+        outs.append(tmp_path / f"{device_path}.tif")
+        predict(scene, outs[-1], TorchPredictor(net, "cpu", device_path=device_path,
+                                                zoom=1.25), unit_norm(3), tile=64, overlap=16)
+    with rasterio.open(outs[0]) as host, rasterio.open(outs[1]) as device:
+        np.testing.assert_array_equal(device.read(1), host.read(1))
+
+
+def test_cli_zoom_and_its_limits(make_geotiff, tmp_path, capsys):
+    from rsseg.cli import run
+
+    scene = make_geotiff(np.random.default_rng(5).integers(0, 255, (3, 80, 96)).astype(np.uint8))
+    out = tmp_path / "z.tif"
+    assert run(["predict", str(scene), "-o", str(out), "--model", "baff_skipnet", "--weights",
+                "random", "--tile", "64", "--overlap", "16", "--zoom", "1.5"]) == 0
+    assert "--zoom 1.5" in capsys.readouterr().err.strip().splitlines()[-1]
+    for bad in ("0", "5", "-1", "x"):
+        assert run(["predict", str(scene), "-o", str(tmp_path / "bad.tif"), "--zoom", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--zoom" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.tif").exists()
+    with pytest.raises(ValueError, match="between 0.25 and 4"):
+        check_zoom(8)
+
+
+def test_batch_worker_builds_the_zoomed_network():
+    from rsseg.batch.worker import ModelSpec, cached_predictor
+
+    spec = ModelSpec("baff_skipnet", "random", "", 0, 3, "cpu", "none", 1.25)
+    assert cached_predictor(spec).predict.zoom == 1.25
