@@ -20,17 +20,19 @@ What is reproduced, checked against GDAL on random rasters of odd and even sizes
   seen equally often, the one that reached that count first in row-major order
   (all nodata: nodata).
 
-Exact halving is the fast path (four strided views). Windows of any other size are
-gathered position by position (at most 16), which costs more per pixel, so
-:func:`fast_mode_levels` says whether a raster is worth it: its first level must
-halve exactly (both sides even); smaller levels may be of any size.
+Exact halving is the fast path (four strided views). Windows of any other size (an
+odd side: mostly 3 x 3, overlapping) are gathered position by position and compared
+pairwise, several times GDAL's cost per pixel, so :func:`fast_mode_levels` says
+whether a raster is worth it: every level made from more than ``LARGE_LEVEL`` pixels
+must halve exactly; smaller ones may be of any size.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BAND_ROWS = 64  # output rows per band: 2 x 256 source rows of a wide raster stay small
+BAND_ROWS = 64
+LARGE_LEVEL = 4_000_000  # source pixels above which a level must halve exactly  # output rows per band: 2 x 256 source rows of a wide raster stay small
 
 
 def overview_shapes(height: int, width: int, block: int) -> list[tuple[int, int]]:
@@ -43,9 +45,13 @@ def overview_shapes(height: int, width: int, block: int) -> list[tuple[int, int]
 
 
 def fast_mode_levels(height: int, width: int, block: int) -> bool:
-    """Whether :func:`write_mode_overviews` is the fast way for this raster (its first
-    level halves both sides exactly) and there are overviews at all."""
-    return bool(overview_shapes(height, width, block)) and height % 2 == 0 and width % 2 == 0
+    """Whether :func:`write_mode_overviews` is the fast way for this raster: it has
+    overviews, and every level made from more than ``LARGE_LEVEL`` pixels halves both
+    sides exactly (the others are small enough for any window size)."""
+    shapes = overview_shapes(height, width, block)
+    sources = [(height, width)] + shapes[:-1]
+    return bool(shapes) and all(h * w <= LARGE_LEVEL or (h, w) == (2 * oh, 2 * ow)
+                                for (h, w), (oh, ow) in zip(sources, shapes))
 
 
 def axis_windows(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:

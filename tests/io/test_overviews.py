@@ -94,7 +94,10 @@ def test_raw_files_in_and_out_and_the_first_level_halved_block_by_block(tmp_path
         np.testing.assert_array_equal(np.fromfile(path, np.uint8).reshape(oh, ow), want)
 
 
-def test_fast_path_only_for_even_sides_with_overviews():
+def test_fast_path_only_where_every_large_level_halves_exactly():
     assert fast_mode_levels(8192, 6000, 512)
+    assert fast_mode_levels(10000, 10000, 512)  # 625 -> 312 at the end: small
     assert not fast_mode_levels(8191, 6000, 512)  # first level not an exact halving
+    assert not fast_mode_levels(20002, 20002, 512)  # 10001 -> 5000: large and odd
+    assert fast_mode_levels(1001, 999, 512)  # odd but small: cheap with any window
     assert not fast_mode_levels(512, 512, 512)  # no overviews at all
