@@ -82,7 +82,10 @@ class AugmentedPredictor:
     def __init__(self, predict, mode: str):
         views(mode, 1, 1)  # an unknown mode fails here, not at the first window
         self.predict, self.mode = predict, mode
-        self.num_classes = getattr(predict, "num_classes", None)
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.predict, "num_classes", None)  # some learn it at the first call
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         out = average_views(batch, lambda view: self.predict(np.ascontiguousarray(view)),

@@ -86,8 +86,11 @@ def test_device_path_takes_the_views_too():
     net = torch.nn.Conv2d(3, 4, (3, 1), padding=(1, 0))
     x = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 3, 16, 16)).astype(np.float32))
     with_tta = TorchPredictor(net, "cpu", tta="d4", device_path=True)
-    reference = AugmentedPredictor(TorchPredictor(net, "cpu"), "d4")(x.numpy())
+    wrapped = AugmentedPredictor(TorchPredictor(net, "cpu"), "d4")
+    assert wrapped.num_classes is None  # not known before the first window...
+    reference = wrapped(x.numpy())
     np.testing.assert_allclose(with_tta.probabilities(x).numpy(), reference, atol=1e-6)
+    assert wrapped.num_classes == 4  # ...then the wrapped predictor's
 
 
 def _lopsided_net(in_channels=3, num_classes=4):
