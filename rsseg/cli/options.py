@@ -40,11 +40,31 @@ tta_option = click.option(
          "or all 8 flipped and turned (d4) views. Costs one forward pass per view.")
 
 
-zoom_option = click.option(
-    "--zoom", type=click.FloatRange(0.25, 4.0), default=1.0, show_default=True,
-    help="Show the network each window magnified by this factor (its scores are brought "
-         "back to the scene's grid): the scene's pixel size over that of the model's "
-         "training imagery, e.g. 1.25 for imagery coarser than the model knows.")
+_ZOOM_HELP = ("Show the network each window magnified by this factor (its scores are "
+              "brought back to the scene's grid): the scene's pixel size over that of the "
+              "model's training imagery, e.g. 1.25 for imagery coarser than the model knows.")
+
+
+def _parse_zoom(ctx, param, value):
+    """A factor in 0.25-4, or ``auto`` (predict: from the scene's and the checkpoint's
+    pixel sizes)."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        zoom = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: a factor between 0.25 and 4, or auto") from None
+    if not 0.25 <= zoom <= 4.0:
+        raise click.BadParameter(f"{zoom:g} is not between 0.25 and 4")
+    return zoom
+
+
+zoom_option = click.option("--zoom", type=click.FloatRange(0.25, 4.0), default=1.0,
+                           show_default=True, help=_ZOOM_HELP)
+zoom_or_auto_option = click.option(
+    "--zoom", default="1", show_default=True, metavar="FACTOR|auto", callback=_parse_zoom,
+    help=_ZOOM_HELP + " auto: that ratio from the scene's georeferencing and the pixel size "
+                      "the checkpoint records of its training imagery (1 when unknown).")
 
 
 def window_options(f):

@@ -429,3 +429,12 @@ def open_dataarray(path: str | os.PathLike, bands: list[int] | None = None, *,
     if scene.crs is not None:
         stacked = stacked.rio.write_crs(scene.crs)
     return stacked.rio.write_transform(scene.transform)
+
+
+def pixel_size_m(crs, transform) -> float | None:
+    """A grid's pixel size in metres (the larger side), or None when its CRS is not
+    projected in metres (or missing): training records it, ``--zoom auto`` compares it."""
+    if crs is None or transform is None or not crs.is_projected or (
+            crs.linear_units or "").lower() not in ("metre", "meter", "m"):
+        return None
+    return float(max(abs(transform.a), abs(transform.e)))

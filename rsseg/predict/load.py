@@ -49,6 +49,7 @@ class LoadedPredictor:
     note: str = ""  # the checkpoint's own note
     notes: list[str] = field(default_factory=list)
     model: object = None  # the torch module (None for ONNX or a plain callable)
+    gsd_m: float | None = None  # pixel size of the training imagery, when recorded
 
     @property
     def num_classes(self) -> int:
@@ -111,8 +112,7 @@ def load_predictor(model: str | None = None, weights: str | os.PathLike | None =
         loaded = _load_onnx(weights, channels, device, input_bands)
         if tta != "none":
             loaded.predict = AugmentedPredictor(loaded.predict, tta)
-        if zoom != 1.0:
-            loaded.predict = ZoomedPredictor(loaded.predict, zoom)
+        set_zoom(loaded, zoom)
         return loaded
     from .predictor import TorchPredictor, resolve_device
 
@@ -121,6 +121,16 @@ def load_predictor(model: str | None = None, weights: str | os.PathLike | None =
     loaded.predict = TorchPredictor(loaded.model, torch_device,
                                     num_classes=loaded.classes.num_classes, tta=tta, zoom=zoom)
     return loaded
+
+
+def set_zoom(loaded: LoadedPredictor, zoom: float) -> None:
+    """Show ``loaded``'s network each window zoomed by ``zoom`` (:mod:`.zoom`): inside a
+    :class:`~.predictor.TorchPredictor`, else by wrapping the predictor."""
+    zoom = check_zoom(zoom)
+    if hasattr(loaded.predict, "zoom"):  # a TorchPredictor, or already wrapped
+        loaded.predict.zoom = zoom
+    elif zoom != 1.0:
+        loaded.predict = ZoomedPredictor(loaded.predict, zoom)
 
 
 def check_model_name(name: str) -> None:
@@ -174,7 +184,17 @@ def _load_torch(model: str | None, weights, channels: int, seed: int,
         notes.append(f"warning: {path} has no band normalisation; {_DTYPE_SCALING}")
     notes += _height_band_warnings(ckpt.bands, input_bands)
     return LoadedPredictor(None, ckpt.bands, ckpt.classes, dict(ckpt.tile or {}),
-                           ckpt.model_name, str(path), ckpt.note, notes, ckpt.build_model())
+                           ckpt.model_name, str(path), ckpt.note, notes, ckpt.build_model(),
+                           _training_gsd_m(ckpt, path))
+
+
+def _training_gsd_m(ckpt, path: Path) -> float | None:
+    """The training imagery's pixel size: recorded by ``rsseg train``, else on the card of
+    a bundled checkpoint."""
+    from rsseg.weights.bundled import bundled_gsd_m
+
+    gsd = (ckpt.training or {}).get("gsd_m")
+    return float(gsd) if gsd is not None else bundled_gsd_m(path)
 
 
 _DTYPE_SCALING = "inputs scaled by dtype (integers / dtype max, floats as they are)"

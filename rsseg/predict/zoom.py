@@ -7,7 +7,9 @@ smaller, and the network does worse on it; magnifying each window by
 back to the window's own grid, gives the network the sizes it knows. (Deepness asks
 for the model's resolution for the same reason.) Measured on the unseen Dubai tile 7
 with ``baff_skipnet.dubai-aerial-holdout7``: mIoU 0.566 at zoom 1, 0.601 at 1.25,
-0.591 at 1.5, 0.570 at 0.75 (docs/cli/predict.md; the Dubai data states no GSD).
+0.591 at 1.5, 0.585 at 0.75 (docs/cli/predict.md; the Dubai data states no GSD, and
+these were tuned on that tile). ``--zoom auto`` takes the factor from the scene's pixel
+size and the one a checkpoint records of its training imagery, when both are known.
 
 Windows are resampled bilinearly (antialiased when reduced), scores bilinearly back
 (a mean of probabilities stays one). The output grid, the tiling and the blend do not
@@ -21,6 +23,25 @@ from __future__ import annotations
 import numpy as np
 
 ZOOM_RANGE = (0.25, 4.0)
+AUTO = "auto"
+
+
+def auto_zoom(scene_gsd_m: float | None, model_gsd_m: float | None) -> tuple[float, str]:
+    """``--zoom auto``: the scene's pixel size over the model's training imagery's, and a
+    line saying what was chosen (1 when either is unknown). Out of :data:`ZOOM_RANGE`
+    is an error: such a scene is not what the model was trained for."""
+    if scene_gsd_m is None or model_gsd_m is None:
+        unknown = "the scene's" if scene_gsd_m is None else "the weights' training"
+        return 1.0, (f"--zoom auto: {unknown} pixel size is not known in metres; "
+                     "the windows are shown as they are (zoom 1)")
+    zoom = scene_gsd_m / model_gsd_m
+    lo, hi = ZOOM_RANGE
+    if not lo <= zoom <= hi:
+        raise ValueError(f"--zoom auto: the scene's pixels ({scene_gsd_m:g} m) are {zoom:.3g} "
+                         f"times the weights' training pixels ({model_gsd_m:g} m), outside "
+                         f"{lo:g}-{hi:g}; resample the scene first")
+    return zoom, (f"--zoom auto: {zoom:.3g} (scene {scene_gsd_m:g} m / training "
+                  f"{model_gsd_m:g} m per pixel)")
 
 
 def check_zoom(zoom: float) -> float:

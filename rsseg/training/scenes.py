@@ -15,6 +15,7 @@ import numpy as np
 
 from rsseg.classes import NODATA, ClassScheme
 from rsseg.errors import InputError
+from rsseg.io.scene import pixel_size_m
 from rsseg.score.labels import (LABEL_FORMATS, LabelDecoder, UnknownValues, label_band_problem,
                                 read_label)
 
@@ -114,11 +115,7 @@ def inspect_scene(paths: ScenePaths, label_format: str) -> SceneInfo:
 
 def _gsd_m(ds) -> float | None:
     """Ground sampling distance in metres, or None when the CRS is not in metres."""
-    crs = ds.crs
-    if crs is None or not crs.is_projected or (crs.linear_units or "").lower() not in (
-            "metre", "meter", "m"):
-        return None
-    return float(max(abs(ds.transform.a), abs(ds.transform.e)))
+    return pixel_size_m(ds.crs, ds.transform)
 
 
 def common_gsd_m(infos: Sequence[SceneInfo]) -> float | None:

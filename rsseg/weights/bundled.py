@@ -177,3 +177,12 @@ def weights_record(w: BundledWeights, default: bool) -> dict:
     return {"tag": w.tag, "default": default, "file": w.path.name,
             "classes": info["classes"], "bands": info["bands"], "trained_on": w.trained_on,
             "gsd_m": w.gsd_m if w.gsd_m is not None else info["gsd_m"], "metrics": w.metrics}
+
+
+def bundled_gsd_m(path) -> float | None:
+    """The card's ``gsd_m`` when ``path`` is a bundled checkpoint (None otherwise)."""
+    target = Path(path).resolve()
+    for w in all_bundled():
+        if w.path.resolve() == target:
+            return w.gsd_m
+    return None

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from rsseg.predict.predictor import TorchPredictor
 from rsseg.predict.zoom import ZoomedPredictor, check_zoom, zoomed_size
+from conftest import write_geotiff
 from test_pipeline import OneHot, predict, small_convnet, unit_norm
 
 
@@ -103,3 +104,65 @@ def test_batch_worker_builds_the_zoomed_network():
 
     spec = ModelSpec("baff_skipnet", "random", "", 0, 3, "cpu", "none", 1.25)
     assert cached_predictor(spec).predict.zoom == 1.25
+
+
+def test_auto_zoom_is_the_ratio_of_pixel_sizes():
+    from rsseg.predict.zoom import auto_zoom
+
+    assert auto_zoom(0.5, 0.4)[0] == pytest.approx(1.25)
+    zoom, line = auto_zoom(None, 0.4)
+    assert zoom == 1.0 and "scene's pixel size is not known" in line
+    zoom, line = auto_zoom(0.5, None)
+    assert zoom == 1.0 and "training pixel size is not known" in line
+    with pytest.raises(ValueError, match="outside 0.25-4"):
+        auto_zoom(3.0, 0.5)
+
+
+def test_cli_zoom_auto_from_the_scene_and_the_checkpoint(tmp_path, capsys):
+    """The checkpoint records 0.4 m training pixels (as `rsseg train` does from
+    georeferenced imagery); the scene has 0.5 m pixels: zoom 1.25, as asked by hand."""
+    from affine import Affine
+
+    from rsseg.checkpoint import Checkpoint
+    from rsseg.cli import run
+    from rsseg.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("baff_skipnet", in_channels=3, num_classes=6)
+    Checkpoint.from_model(net, training={"gsd_m": 0.4}).save(tmp_path / "m.pt")
+    Checkpoint.from_model(net).save(tmp_path / "no_gsd.pt")
+    data = np.random.default_rng(6).integers(0, 255, (3, 80, 96)).astype(np.uint8)
+    scene = write_geotiff(tmp_path / "scene.tif", data)  # 0.5 m pixels, UTM
+    common = ["--tile", "64", "--overlap", "16", "--probs"]
+    assert run(["predict", str(scene), "--weights", str(tmp_path / "m.pt"), "-o",
+                str(tmp_path / "auto.tif"), *common, str(tmp_path / "auto_c.tif"),
+                "--zoom", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert "--zoom auto: 1.25 (scene 0.5 m / training 0.4 m per pixel)" in err
+    assert "--zoom 1.25" in err.strip().splitlines()[-1]
+    assert run(["predict", str(scene), "--weights", str(tmp_path / "m.pt"), "-o",
+                str(tmp_path / "hand.tif"), *common, str(tmp_path / "hand_c.tif"),
+                "--zoom", "1.25"]) == 0
+    with rasterio.open(tmp_path / "auto_c.tif") as a, rasterio.open(tmp_path / "hand_c.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    # without a recorded training pixel size: zoom 1, and a line saying why
+    assert run(["predict", str(scene), "--weights", str(tmp_path / "no_gsd.pt"), "-o",
+                str(tmp_path / "plain.tif"), "--tile", "64", "--overlap", "16",
+                "--zoom", "auto"]) == 0
+    assert "training pixel size is not known in metres" in capsys.readouterr().err
+    # a scene far coarser than the training imagery: one clear line, nothing written
+    coarse = write_geotiff(tmp_path / "coarse.tif", data,
+                           transform=Affine(4.0, 0, 500000, 0, -4.0, 5300000))
+    assert run(["predict", str(coarse), "--weights", str(tmp_path / "m.pt"), "-o",
+                str(tmp_path / "never.tif"), "--zoom", "auto"]) != 0
+    err = capsys.readouterr().err
+    assert "coarse.tif" in err and "10 times the weights' training pixels" in err
+    assert "Traceback" not in err and not (tmp_path / "never.tif").exists()
+
+
+def test_bundled_weights_give_their_cards_pixel_size():
+    from rsseg.predict.load import load_predictor
+
+    assert load_predictor("baff_skipnet", channels=4, device="cpu").gsd_m == 0.09  # ISPRS-like
+    assert load_predictor("baff_skipnet", "dubai-aerial", channels=3,
+                          device="cpu").gsd_m is None  # the publisher states none
