@@ -12,8 +12,10 @@ from .base import RssegAlgorithm
 RANDOM_WEIGHTS = "random"
 # rsseg predict --tta: none, 4 flipped views, or all 8 flipped and turned views
 TTA_MODES = ("none", "flip", "d4")
-# rsseg predict --zoom: how much each window is magnified before the network
+# rsseg predict --zoom: how much each window is magnified before the network; 0 stands
+# for `--zoom auto` (the layer's pixel size over the one the weights were trained on)
 ZOOM_RANGE = (0.25, 4.0)
+ZOOM_AUTO = 0.0
 
 
 class PredictAlgorithm(RssegAlgorithm):
@@ -87,8 +89,8 @@ class PredictAlgorithm(RssegAlgorithm):
         self.addParameter(tta)
         zoom = QgsProcessingParameterNumber(
             self.ZOOM, self.tr("Zoom (the layer's pixel size over the model's training "
-                               "imagery's; 1: as is)"),
-            QgsProcessingParameterNumber.Double, defaultValue=1.0, minValue=ZOOM_RANGE[0],
+                               "imagery's; 1: as is; 0: from both, when known)"),
+            QgsProcessingParameterNumber.Double, defaultValue=1.0, minValue=ZOOM_AUTO,
             maxValue=ZOOM_RANGE[1])
         zoom.setFlags(zoom.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(zoom)
@@ -106,6 +108,9 @@ class PredictAlgorithm(RssegAlgorithm):
         overlap = self.optional_int(parameters, self.OVERLAP, context)
         if tile is not None and overlap is not None and overlap >= tile:
             return False, self.tr("Tile overlap must be smaller than the tile size.")
+        zoom = self.parameterAsDouble(parameters, self.ZOOM, context)
+        if zoom != ZOOM_AUTO and not ZOOM_RANGE[0] <= zoom <= ZOOM_RANGE[1]:
+            return False, self.tr("Zoom must be 0 (automatic) or between 0.25 and 4.")
         return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -122,7 +127,9 @@ class PredictAlgorithm(RssegAlgorithm):
         if tta and tta != "none":
             args += ["--tta", tta]
         zoom = self.parameterAsDouble(parameters, self.ZOOM, context)
-        if zoom and zoom != 1.0:
+        if zoom == ZOOM_AUTO:
+            args += ["--zoom", "auto"]
+        elif zoom != 1.0:
             args += ["--zoom", repr(float(zoom))]
         weights = self.parameterAsFile(parameters, self.WEIGHTS, context).strip()
         if weights:

@@ -74,7 +74,7 @@ def test_provider_lists_the_three_algorithms(provider):
                      "OUTPUT", "VECTOR_OUTPUT"]
     assert predict.parameterDefinition("TTA").options() == ["none", "flip", "d4"]
     zoom = predict.parameterDefinition("ZOOM")
-    assert (zoom.defaultValue(), zoom.minimum(), zoom.maximum()) == (1.0, 0.25, 4.0)
+    assert (zoom.defaultValue(), zoom.minimum(), zoom.maximum()) == (1.0, 0.0, 4.0)  # 0: auto
     assert "lwganet_l0" in predict.parameterDefinition("MODEL").options()
 
 
@@ -314,6 +314,13 @@ def test_tta_and_zoom_reach_rsseg(provider, scene, rsseg_exe, tmp_path):
     assert grid(out) == grid(scene)
     assert any("--tta d4" in info and "--zoom 1.5" in info for info in feedback.commands), \
         feedback.commands
+    # 0 is `--zoom auto`; between 0 and 0.25 is refused before rsseg runs
+    feedback = RecordingFeedback()
+    processing.run("rsseg:predict", predict_params(scene, tmp_path / "auto.tif", ZOOM=0),
+                   feedback=feedback)
+    assert any("--zoom auto" in info for info in feedback.commands), feedback.commands
+    with pytest.raises(QgsProcessingException, match="Zoom must be 0"):
+        processing.run("rsseg:predict", predict_params(scene, tmp_path / "bad.tif", ZOOM=0.1))
 
 
 def test_dsm_rsseg_cannot_use_is_its_error(provider, scene, tmp_path):
