@@ -23,8 +23,9 @@ OPSET_RANGE = (11, 20)  # = rsseg.export.onnx.OPSETS (not imported: keeps --help
                    "tile x tile input. Default: rsseg's graph (see docs/interop.md).")
 @click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="CM", help="Ground sampling distance the model was trained at, in "
-                                 "cm/px, for the tools' `resolution` key. Default: the "
-                                 "checkpoint's, else the key is left out.")
+                                 "cm/px, for the tools' `resolution` key and `rsseg "
+                                 "predict --zoom auto`. Default: the checkpoint's (or a "
+                                 "bundled card's), else it is left out.")
 @common_options
 def export(checkpoint, output, opset, tile, target, resolution, overwrite, progress,
            progress_json):

@@ -104,7 +104,10 @@ def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | 
     tile_meta = _tile_settings(ckpt, tile)
     if tile_meta["size"] < 16:
         raise ModelError(f"tile size must be at least 16, got {tile_meta['size']}")
+    if resolution is None and not isinstance(checkpoint, Checkpoint):
+        resolution = _bundled_resolution_cm(ckpt, checkpoint)
     contract = _contract(ckpt, target, tile_meta, resolution)
+    gsd_cm = interop.resolution_cm(ckpt, resolution)
     model = ckpt.build_model()
     step = on_step or (lambda message: None)
     step(f"loaded {ckpt.model_name} from {source}")
@@ -118,7 +121,8 @@ def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | 
             min_size, dynamic = (tile_meta["size"], tile_meta["size"]), False
             diff = _export_fixed(graph, ckpt, tmp, opset, tile_meta["size"], check, source)
         step(f"exported {ckpt.model_name} (opset {opset})")
-        _write_metadata(tmp, ckpt, tile_meta, min_size, dynamic, contract)
+        _write_metadata(tmp, ckpt, tile_meta, min_size, dynamic, contract,
+                        None if gsd_cm is None else gsd_cm / 100.0)
     return ExportResult(Path(output), ckpt.model_name, dynamic, min_size, tile_meta, diff, opset)
 
 
@@ -309,10 +313,21 @@ def _torch_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def _bundled_resolution_cm(ckpt: Checkpoint, path) -> float | None:
+    """A bundled checkpoint's training pixel size (its card's) when it records none itself."""
+    from rsseg.weights.bundled import bundled_gsd_m
+
+    if (ckpt.training or {}).get("gsd_m") is not None:
+        return None  # the checkpoint's own, read by interop.resolution_cm
+    gsd = bundled_gsd_m(path)
+    return None if gsd is None else 100.0 * gsd
+
+
 def _write_metadata(path: Path, ckpt: Checkpoint, tile: dict, shape: tuple[int, int],
-                    dynamic_spatial: bool, contract: _Contract) -> None:
-    """Store everything predict needs as JSON strings in ``metadata_props``, then the
-    keys Deepness and GeoDeep read (:mod:`rsseg.export.interop`)."""
+                    dynamic_spatial: bool, contract: _Contract, gsd_m: float | None) -> None:
+    """Store everything predict needs as JSON strings in ``metadata_props`` (and the
+    training pixel size when known, for ``predict --zoom auto``), then the keys Deepness
+    and GeoDeep read (:mod:`rsseg.export.interop`)."""
     import onnx
 
     graph = onnx.load(str(path))
@@ -335,6 +350,9 @@ def _write_metadata(path: Path, ckpt: Checkpoint, tile: dict, shape: tuple[int, 
     for key in METADATA_KEYS:
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(values[key])
+    if gsd_m is not None:  # optional: readers that do not know it ignore it
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = "gsd_m", json.dumps(gsd_m)
     for key, value in contract.tool_keys.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value

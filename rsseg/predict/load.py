@@ -226,7 +226,7 @@ def _load_onnx(weights, channels: int, device: str, input_bands) -> LoadedPredic
     source = f"{weights} ({info.model_name}, ONNX Runtime {', '.join(predictor.providers)})"
     notes = [f"note: {Path(weights).name} ({info.model_name}): {info.note}"] if info.note else []
     return LoadedPredictor(predictor, info.normalization, info.classes, dict(info.tile),
-                           info.model_name, source, info.note, notes)
+                           info.model_name, source, info.note, notes, gsd_m=info.gsd_m)
 
 
 HEIGHT_BANDS = ("DSM", "NDSM", "HEIGHT")

@@ -40,6 +40,7 @@ class OnnxModelInfo:
     output_kind: str = "logits"
     note: str = ""
     extra: dict = field(default_factory=dict)
+    gsd_m: float | None = None  # the training imagery's pixel size, when recorded
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +73,7 @@ def read_info(metadata: dict[str, str], source: str = "model") -> OnnxModelInfo:
             min_size=(int(shape["min_size"][0]), int(shape["min_size"][1])),
             output_kind=values.get("output", {}).get("kind", "logits"),
             note=values.get("note") or "",
+            gsd_m=None if values.get("gsd_m") is None else float(values["gsd_m"]),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"ONNX metadata is incomplete ({exc}); re-export with `rsseg export`",

@@ -166,3 +166,27 @@ def test_bundled_weights_give_their_cards_pixel_size():
     assert load_predictor("baff_skipnet", channels=4, device="cpu").gsd_m == 0.09  # ISPRS-like
     assert load_predictor("baff_skipnet", "dubai-aerial", channels=3,
                           device="cpu").gsd_m is None  # the publisher states none
+
+
+def test_onnx_exports_keep_the_training_pixel_size(tmp_path):
+    """`--zoom auto` works on exported models too: rsseg export writes the pixel size the
+    checkpoint records (or `--resolution`, in cm/px) into the ONNX metadata."""
+    from rsseg.checkpoint import Checkpoint
+    from rsseg.cli import run
+    from rsseg.models import create_model
+    from rsseg.predict.load import load_predictor
+
+    torch.manual_seed(0)
+    net = create_model("baff_skipnet", in_channels=3, num_classes=6)
+    Checkpoint.from_model(net, training={"gsd_m": 0.4}).save(tmp_path / "m.pt")
+    cases = {"m.onnx": [], "r.onnx": ["--resolution", "25"]}
+    for name, extra in cases.items():
+        assert run(["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / name),
+                    *extra, "--no-progress"]) == 0
+    gsd = {name: load_predictor(weights=tmp_path / name, channels=3, backend="onnx").gsd_m
+           for name in cases}
+    assert gsd == {"m.onnx": 0.4, "r.onnx": 0.25}
+    Checkpoint.from_model(net).save(tmp_path / "none.pt")
+    assert run(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "none.onnx"),
+                "--no-progress"]) == 0
+    assert load_predictor(weights=tmp_path / "none.onnx", channels=3, backend="onnx").gsd_m is None
