@@ -1,9 +1,9 @@
 """Overviews of a class raster, computed as GDAL's ``MODE`` resampling computes them.
 
 GDAL's COG driver spends most of a class raster's conversion on its ``MODE``
-overviews (8192 x 8192: 1.6 CPU-s of 2.2; docs/benchmarks/predict.md), computed
-pixel by pixel with a histogram. For the few class ids of a land-cover map the
-same values come out of a handful of whole-array NumPy operations, so the engine
+overviews (8192 x 8192: 1.6 CPU-s with them, 0.6 without; docs/benchmarks/predict.md),
+computed pixel by pixel with a histogram. The same values come out of a handful of
+whole-array NumPy operations (0.25 CPU-s there), so the engine
 computes them here, streaming (row bands in, row bands out, a raw file per level),
 and hands them to the COG driver as the source's overviews, which it copies.
 
