@@ -6,7 +6,7 @@ import click
 
 # Window layout shared by predict and batch: the library's one default
 # (rsseg.predict.settings imports nothing heavy, so --help stays fast).
-from rsseg.predict.settings import BLENDS, DEFAULT_TILE, TTA_MODES
+from rsseg.predict.settings import AUTO, BLENDS, DEFAULT_TILE, TTA_MODES, ZOOM_RANGE, check_zoom
 
 debug_option = click.option("--debug", is_flag=True, expose_value=False,
                             help="Show full tracebacks on errors.")
@@ -48,18 +48,16 @@ _ZOOM_HELP = ("Show the network each window magnified by this factor (its scores
 def _parse_zoom(ctx, param, value):
     """A factor in 0.25-4, or ``auto`` (predict: from the scene's and the checkpoint's
     pixel sizes)."""
-    if str(value).strip().lower() == "auto":
-        return "auto"
+    if str(value).strip().lower() == AUTO:
+        return AUTO
     try:
-        zoom = float(value)
+        return check_zoom(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: a factor between 0.25 and 4, or auto") from None
-    if not 0.25 <= zoom <= 4.0:
-        raise click.BadParameter(f"{zoom:g} is not between 0.25 and 4")
-    return zoom
+        raise click.BadParameter(f"{value!r}: a factor between {ZOOM_RANGE[0]:g} and "
+                                 f"{ZOOM_RANGE[1]:g}, or {AUTO}") from None
 
 
-zoom_option = click.option("--zoom", type=click.FloatRange(0.25, 4.0), default=1.0,
+zoom_option = click.option("--zoom", type=click.FloatRange(*ZOOM_RANGE), default=1.0,
                            show_default=True, help=_ZOOM_HELP)
 zoom_or_auto_option = click.option(
     "--zoom", default="1", show_default=True, metavar="FACTOR|auto", callback=_parse_zoom,

@@ -85,14 +85,18 @@ def default_standardization(ckpt: Checkpoint) -> tuple[list, list]:
     return ([m / UINT8_MAX for m in ckpt.bands.mean], [s / UINT8_MAX for s in ckpt.bands.std])
 
 
-def resolution_cm(ckpt: Checkpoint, override: float | None) -> float | None:
-    """Ground sampling distance in cm/px: ``override``, else the checkpoint's (``gsd_m``)."""
+def resolution_cm(ckpt: Checkpoint, override: float | None, path=None) -> float | None:
+    """Ground sampling distance in cm/px: ``override``, else the checkpoint's training
+    pixel size (:func:`rsseg.weights.bundled.training_gsd_m`: recorded by training, or
+    the card's when ``path`` is a bundled checkpoint)."""
+    from rsseg.weights.bundled import training_gsd_m
+
     if override is not None:
         if not override > 0:
             raise ModelError(f"resolution must be a positive number of cm/px, not {override}")
         return float(override)
-    gsd = (ckpt.training or {}).get("gsd_m")
-    return None if gsd is None else 100.0 * float(gsd)
+    gsd = training_gsd_m(ckpt, path)
+    return None if gsd is None else 100.0 * gsd
 
 
 def rgb_order(ckpt: Checkpoint) -> list[int] | None:

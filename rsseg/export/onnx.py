@@ -104,10 +104,9 @@ def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | 
     tile_meta = _tile_settings(ckpt, tile)
     if tile_meta["size"] < 16:
         raise ModelError(f"tile size must be at least 16, got {tile_meta['size']}")
-    if resolution is None and not isinstance(checkpoint, Checkpoint):
-        resolution = _bundled_resolution_cm(ckpt, checkpoint)
+    resolution = interop.resolution_cm(
+        ckpt, resolution, None if isinstance(checkpoint, Checkpoint) else checkpoint)
     contract = _contract(ckpt, target, tile_meta, resolution)
-    gsd_cm = interop.resolution_cm(ckpt, resolution)
     model = ckpt.build_model()
     step = on_step or (lambda message: None)
     step(f"loaded {ckpt.model_name} from {source}")
@@ -122,7 +121,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | Checkpoint, output: str | 
             diff = _export_fixed(graph, ckpt, tmp, opset, tile_meta["size"], check, source)
         step(f"exported {ckpt.model_name} (opset {opset})")
         _write_metadata(tmp, ckpt, tile_meta, min_size, dynamic, contract,
-                        None if gsd_cm is None else gsd_cm / 100.0)
+                        None if resolution is None else resolution / 100.0)
     return ExportResult(Path(output), ckpt.model_name, dynamic, min_size, tile_meta, diff, opset)
 
 
@@ -138,8 +137,8 @@ class _Contract:
 
 
 def _contract(ckpt: Checkpoint, target: str | None, tile: dict,
-              resolution: float | None) -> _Contract:
-    cm = interop.resolution_cm(ckpt, resolution)
+              cm: float | None) -> _Contract:
+    """``cm``: the training pixel size in cm/px (:func:`interop.resolution_cm`) or None."""
     if target is None:
         keys = interop.tool_metadata(ckpt.classes, tile, interop.default_standardization(ckpt), cm)
         bands = None if ckpt.bands is None else ckpt.bands.to_dict()
@@ -311,16 +310,6 @@ def _torch_threads() -> int:
     import torch
 
     return max(1, torch.get_num_threads())
-
-
-def _bundled_resolution_cm(ckpt: Checkpoint, path) -> float | None:
-    """A bundled checkpoint's training pixel size (its card's) when it records none itself."""
-    from rsseg.weights.bundled import bundled_gsd_m
-
-    if (ckpt.training or {}).get("gsd_m") is not None:
-        return None  # the checkpoint's own, read by interop.resolution_cm
-    gsd = bundled_gsd_m(path)
-    return None if gsd is None else 100.0 * gsd
 
 
 def _write_metadata(path: Path, ckpt: Checkpoint, tile: dict, shape: tuple[int, int],

@@ -94,10 +94,10 @@ class PredictResult:
         written = [self.output.name] + [p.name for p in (self.probs, self.vector, self.stac) if p]
         polygons = f", {self.features} polygons" if self.features is not None else ""
         nodata = f" ({self.skipped} all nodata)" if self.skipped else ""
-        tta = f", --tta {self.tta}" if self.tta != "none" else ""
-        tta += f", --zoom {self.zoom:g}" if self.zoom != 1.0 else ""
+        seen = f", --tta {self.tta}" if self.tta != "none" else ""  # what the network saw
+        seen += f", --zoom {self.zoom:g}" if self.zoom != 1.0 else ""
         return (f"{' + '.join(written)}{polygons} ({self.windows} windows of {self.tile} px, "
-                f"overlap {self.overlap}{nodata}{tta}){self._shares()}")
+                f"overlap {self.overlap}{nodata}{seen}){self._shares()}")
 
     def _shares(self) -> str:
         """'; land 72.8 %, road 9.3 %, ...': the classes found, by share of the pixels

@@ -23,7 +23,8 @@ from rsseg.io.normalization import Normalization
 
 from .predictor import Predictor
 from .tta import TTA_MODES, AugmentedPredictor
-from .zoom import ZoomedPredictor, check_zoom
+from .settings import check_zoom
+from .zoom import ZoomedPredictor
 
 DEFAULT_MODEL = "bafnet"
 BACKENDS = ("torch", "onnx")
@@ -166,6 +167,7 @@ def weights_file(model: str | None, weights) -> Path | None:
 def _load_torch(model: str | None, weights, channels: int, seed: int,
                 input_bands) -> LoadedPredictor:
     from rsseg.checkpoint import load_checkpoint
+    from rsseg.weights.bundled import training_gsd_m
 
     if model is not None:
         check_model_name(model)
@@ -185,16 +187,7 @@ def _load_torch(model: str | None, weights, channels: int, seed: int,
     notes += _height_band_warnings(ckpt.bands, input_bands)
     return LoadedPredictor(None, ckpt.bands, ckpt.classes, dict(ckpt.tile or {}),
                            ckpt.model_name, str(path), ckpt.note, notes, ckpt.build_model(),
-                           _training_gsd_m(ckpt, path))
-
-
-def _training_gsd_m(ckpt, path: Path) -> float | None:
-    """The training imagery's pixel size: recorded by ``rsseg train``, else on the card of
-    a bundled checkpoint."""
-    from rsseg.weights.bundled import bundled_gsd_m
-
-    gsd = (ckpt.training or {}).get("gsd_m")
-    return float(gsd) if gsd is not None else bundled_gsd_m(path)
+                           training_gsd_m(ckpt, path))
 
 
 _DTYPE_SCALING = "inputs scaled by dtype (integers / dtype max, floats as they are)"

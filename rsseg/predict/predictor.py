@@ -17,7 +17,8 @@ import torch
 from rsseg.errors import ModelError
 
 from .tta import average_views, torch_ops, views
-from .zoom import check_zoom, zoomed_scores
+from .settings import check_zoom
+from .zoom import zoomed_scores
 
 DEVICES = ("auto", "cpu", "cuda")
 

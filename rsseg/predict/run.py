@@ -18,8 +18,8 @@ from rsseg.errors import InputError
 
 from .engine import PredictResult, run_checked
 from .load import load_predictor, set_zoom
-from .settings import PredictSettings, check_outputs, check_settings
-from .zoom import AUTO, auto_zoom
+from .settings import AUTO, PredictSettings, check_outputs, check_settings
+from .zoom import auto_zoom
 
 
 def predict_file(input, output, settings: PredictSettings, *, model: str | None = None,
@@ -34,8 +34,8 @@ def predict_file(input, output, settings: PredictSettings, *, model: str | None 
     :class:`rsseg.io.scene.Scene` does; ``model``/``weights``/``backend``/``device``/
     ``seed``/``tta``/``zoom`` go to :func:`~rsseg.predict.load.load_predictor`; ``zoom``
     ``"auto"`` is the scene's pixel size over the one the checkpoint was trained on
-    (:func:`rsseg.predict.zoom.auto_zoom`; 1, with a note, when either is unknown). ``stac`` also writes a
-    STAC Item beside the output (:mod:`rsseg.io.stac`). ``say`` receives the notes a
+    (:func:`rsseg.predict.zoom.auto_zoom`; 1, with a note, when either is unknown).
+    ``stac`` also writes a STAC Item beside the output (:mod:`rsseg.io.stac`). ``say`` receives the notes a
     user should read (what the weights are, warnings) as single lines.
     """
     from rsseg.io.scene import Scene, pixel_size_m

@@ -22,8 +22,7 @@ import numpy as np
 from rsseg.checkpoint import Normalization
 from rsseg.errors import InputError
 from rsseg.predict.arrays import NUMPY
-
-AUTO = "auto"
+from rsseg.predict.settings import AUTO
 
 
 class HostRunner:

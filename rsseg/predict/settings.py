@@ -18,6 +18,8 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP_FRACTION = 4  # overlap = tile / 4 (128 px for 512-px tiles)
 BLENDS = ("crop", "mean", "linear", "cosine", "spline")  # = rsseg.tiling.BLEND_MODES (tested)
 TTA_MODES = ("none", "flip", "d4")  # test-time augmentation views (rsseg.predict.tta)
+ZOOM_RANGE = (0.25, 4.0)  # --zoom factors (rsseg.predict.zoom)
+AUTO = "auto"  # --batch-size auto, --zoom auto
 # A plan with more windows than this many times those of the default (tile/4) grid is
 # refused: an overlap close to the tile makes the stride tiny and the run practically endless.
 MAX_WINDOW_FACTOR = 4
@@ -105,6 +107,15 @@ def check_plan(height: int, width: int, tiling: Tiling, source=None) -> None:
         raise InputError(f"tile {tiling.tile} with overlap {tiling.overlap} plans {planned:,} "
                          f"windows, {planned / usual:.0f}x those of a {quarter}-px overlap "
                          f"({usual:,}); use a smaller --overlap (e.g. {quarter})", source)
+
+
+def check_zoom(zoom: float) -> float:
+    """``zoom`` as a float, or ValueError when it is out of :data:`ZOOM_RANGE`."""
+    zoom = float(zoom)
+    lo, hi = ZOOM_RANGE
+    if not lo <= zoom <= hi:
+        raise ValueError(f"--zoom must be between {lo:g} and {hi:g}, got {zoom:g}")
+    return zoom
 
 
 def check_settings(settings: PredictSettings) -> None:

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
-ZOOM_RANGE = (0.25, 4.0)
-AUTO = "auto"
+from .settings import ZOOM_RANGE, check_zoom
 
 
 def auto_zoom(scene_gsd_m: float | None, model_gsd_m: float | None) -> tuple[float, str]:
     """``--zoom auto``: the scene's pixel size over the model's training imagery's, and a
     line saying what was chosen (1 when either is unknown). Out of :data:`ZOOM_RANGE`
     is an error: such a scene is not what the model was trained for."""
-    if scene_gsd_m is None or model_gsd_m is None:
-        unknown = "the scene's" if scene_gsd_m is None else "the weights' training"
+    if not scene_gsd_m or not model_gsd_m or scene_gsd_m < 0 or model_gsd_m < 0:
+        unknown = "the scene's" if not scene_gsd_m or scene_gsd_m < 0 else "the weights' training"
         return 1.0, (f"--zoom auto: {unknown} pixel size is not known in metres; "
                      "the windows are shown as they are (zoom 1)")
     zoom = scene_gsd_m / model_gsd_m
@@ -42,15 +41,6 @@ def auto_zoom(scene_gsd_m: float | None, model_gsd_m: float | None) -> tuple[flo
                          f"{lo:g}-{hi:g}; resample the scene first")
     return zoom, (f"--zoom auto: {zoom:.3g} (scene {scene_gsd_m:g} m / training "
                   f"{model_gsd_m:g} m per pixel)")
-
-
-def check_zoom(zoom: float) -> float:
-    """``zoom`` as a float, or ValueError when it is out of :data:`ZOOM_RANGE`."""
-    zoom = float(zoom)
-    lo, hi = ZOOM_RANGE
-    if not lo <= zoom <= hi:
-        raise ValueError(f"--zoom must be between {lo:g} and {hi:g}, got {zoom:g}")
-    return zoom
 
 
 def zoomed_size(pixels: int, zoom: float) -> int:

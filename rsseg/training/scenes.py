@@ -110,12 +110,8 @@ def inspect_scene(paths: ScenePaths, label_format: str) -> SceneInfo:
                 if problem:
                     raise InputError(problem, paths.dsm)
                 names += ["DSM"] if dsm.count == 1 else [f"DSM{i + 1}" for i in range(dsm.count)]
-        return SceneInfo(paths, img.width, img.height, img.count, tuple(names), _gsd_m(img))
-
-
-def _gsd_m(ds) -> float | None:
-    """Ground sampling distance in metres, or None when the CRS is not in metres."""
-    return pixel_size_m(ds.crs, ds.transform)
+        return SceneInfo(paths, img.width, img.height, img.count, tuple(names),
+                         pixel_size_m(img.crs, img.transform))
 
 
 def common_gsd_m(infos: Sequence[SceneInfo]) -> float | None:

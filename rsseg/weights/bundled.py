@@ -179,10 +179,15 @@ def weights_record(w: BundledWeights, default: bool) -> dict:
             "gsd_m": w.gsd_m if w.gsd_m is not None else info["gsd_m"], "metrics": w.metrics}
 
 
-def bundled_gsd_m(path) -> float | None:
-    """The card's ``gsd_m`` when ``path`` is a bundled checkpoint (None otherwise)."""
-    target = Path(path).resolve()
-    for w in all_bundled():
-        if w.path.resolve() == target:
-            return w.gsd_m
+def training_gsd_m(ckpt, path=None) -> float | None:
+    """The pixel size of a checkpoint's training imagery in metres: what ``rsseg train``
+    recorded (``training.gsd_m``), else the card's when ``path`` is a bundled checkpoint."""
+    gsd = (ckpt.training or {}).get("gsd_m")
+    if gsd is not None:
+        return float(gsd)
+    if path is not None:
+        target = Path(path).resolve()
+        for w in all_bundled():
+            if w.path.resolve() == target:
+                return w.gsd_m
     return None

@@ -116,6 +116,24 @@ def test_auto_zoom_is_the_ratio_of_pixel_sizes():
     assert zoom == 1.0 and "training pixel size is not known" in line
     with pytest.raises(ValueError, match="outside 0.25-4"):
         auto_zoom(3.0, 0.5)
+    zoom, line = auto_zoom(0.5, 0.0)  # a card saying 0 m: unknown, not a division by zero
+    assert zoom == 1.0 and "training pixel size is not known" in line
+
+
+def test_a_damaged_pixel_size_in_onnx_metadata_is_one_clear_error():
+    import json
+
+    from rsseg.errors import ModelError
+    from rsseg.predict.onnx_predictor import read_info
+
+    metadata = {"rsseg": {"format": "rsseg-onnx", "format_version": 1},
+                "model": {"name": "baff_skipnet", "config": {}},
+                "classes": {"classes": [{"name": "a", "colour": "#000000"}]},
+                "bands": None, "tile": {"size": 64, "overlap": 16},
+                "input": {"channels": 3, "dynamic_spatial": True, "min_size": [32, 32]},
+                "gsd_m": "abc"}
+    with pytest.raises(ModelError, match="ONNX metadata is incomplete"):
+        read_info({k: json.dumps(v) for k, v in metadata.items()})
 
 
 def test_cli_zoom_auto_from_the_scene_and_the_checkpoint(tmp_path, capsys):
