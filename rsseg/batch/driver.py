@@ -69,7 +69,7 @@ class BatchOptions:
     overlap: int | None = None
     blend: str = "cosine"
     tta: str = "none"
-    zoom: float = 1.0
+    zoom: float | str = 1.0  # a factor, or "auto": the tiles' pixel size over the training one
     batch_size: int = 1
     device: str = "cpu"
     vector: bool = False
@@ -96,6 +96,7 @@ class BatchSummary:
     run_id: str = ""
     notes: list[str] = field(default_factory=list)  # what the weights are (load_predictor)
     model: str = ""  # the network that ran
+    zoom: float = 1.0  # the zoom it ran at (--zoom auto resolved)
     plan: list[str] | None = None  # --dry-run: the plan, nothing was run
 
     def lines(self) -> list[str]:
@@ -133,7 +134,7 @@ def run_batch(inputs: str, out_dir, options: BatchOptions) -> BatchSummary:
     mosaics = group_mosaics(tiles)
     extras.check_mosaics(mosaics, out / INTERNAL_DIR, out / INTERNAL_DIR / INPUTS_DIR)
     settings, summary.notes = _settings(tiles, options, extras)
-    summary.model = settings["model"]
+    summary.model, summary.zoom = settings["model"], settings.get("zoom", 1.0)
     if options.dry_run:
         return _dry_run(tiles, mosaics, extras, settings, out, options, summary, t0)
     if options.scheduler:  # a wrong address fails here, within the timeout, leaving nothing
@@ -229,6 +230,7 @@ def _dry_run(tiles: list[Tile], mosaics, extras: TileExtras, settings: dict, out
         windows = sum(p.windows for p in todo)
         lines.insert(3, f"plan: about {duration_text(windows * per_window)} of worker time at "
                         f"the {per_window * 1000:.1f} ms per window earlier runs took")
+    lines += [f"plan: {note}" for note in summary.notes]  # e.g. what --zoom auto chose
     lines.append(f"plan: planned in {time.perf_counter() - t0:.1f} s; nothing was run "
                  "(--dry-run)")
     summary.plan = lines
@@ -248,7 +250,8 @@ def _plan_lines(tiles, mosaics, todo, done: int, failed_before: int, settings: d
         f"{len(largest.tiles)} tile(s), {largest.width} x {largest.height} px",
         f"plan: {len(todo)} tile(s) to predict ({failed_before} failed before), {done} already "
         f"done; {sum(p.windows for p in todo)} window(s) of {settings['tile']} px, overlap "
-        f"{settings['overlap']}, model {settings['model']}",
+        f"{settings['overlap']}, model {settings['model']}"
+        + (f", zoom {settings['zoom']:.3g}" if "zoom" in settings else ""),
         f"plan: outputs in {out}: one class raster per tile" + (" and GeoPackage" if vector else "")
         + ", mosaic.vrt" + (", mosaic.gpkg" if vector else "") + f", {DB_NAME}",
     ]
@@ -365,7 +368,7 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
 def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     """Resolve the model once here (bad names or weights fail before any cluster starts)."""
     from rsseg.predict.load import load_predictor, weights_file
-    from rsseg.predict.settings import check_plan, resolve_tiling
+    from rsseg.predict.settings import AUTO, check_plan, resolve_tiling
 
     readable = [t for t in tiles if t.ok]
     if not readable:
@@ -373,9 +376,14 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     in_channels = (len(options.bands) if options.bands else readable[0].count) + extras.channels
     # The driver only checks the weights (on the CPU); the workers run the network on
     # options.device (checked up front by the command for a local cluster).
+    auto = options.zoom == AUTO
     resolved = load_predictor(options.model, options.weights, channels=in_channels,
                               device="cpu", seed=options.seed, tta=options.tta,
-                              zoom=options.zoom)
+                              zoom=1.0 if auto else options.zoom)
+    zoom, zoom_notes = options.zoom, []
+    if auto:
+        zoom, line = _auto_zoom(readable, resolved.gsd_m)
+        zoom_notes.append(line)
     tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
     tile, overlap = tiling.tile, tiling.overlap
     for t in readable:
@@ -395,10 +403,38 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
                 "vector": vector_options(options) if options.vector else None,
                 **extras.settings(), **({"probs": True} if options.probs else {}),
                 **({"tta": options.tta} if options.tta != "none" else {}),
-                **({"zoom": options.zoom} if options.zoom != 1.0 else {})}
+                **({"zoom": zoom} if zoom != 1.0 else {})}
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
-    return settings, [line for line in resolved.notes if line.startswith("note: ")]
+    return settings, zoom_notes + [line for line in resolved.notes if line.startswith("note: ")]
+
+
+def _auto_zoom(readable: list[Tile], training_gsd_m: float | None) -> tuple[float, str]:
+    """``--zoom auto`` for the whole batch (one network per run): the tiles' pixel size
+    over the weights' training one; tiles of different pixel sizes are an error."""
+    from rsseg.io.scene import pixel_size_m
+    from rsseg.predict.zoom import auto_zoom
+
+    firsts: dict[int, Tile] = {}  # the tiles of a mosaic share its grid
+    for t in readable:
+        firsts.setdefault(t.mosaic, t)
+    sizes: dict = {}
+    for t in firsts.values():
+        size = pixel_size_m(t.crs, t.transform)
+        sizes.setdefault(None if size is None else round(size, 9), t.path)
+    if len(sizes) > 1:
+        (a, path_a), (b, path_b) = list(sizes.items())[:2]
+        raise InputError(f"--zoom auto needs one pixel size for the whole batch: {_metres(a)} "
+                         f"here, {_metres(b)} in {path_b}; give --zoom a factor, or run each "
+                         "pixel size apart", path_a)
+    try:
+        return auto_zoom(next(iter(sizes)), training_gsd_m)
+    except ValueError as exc:
+        raise InputError(str(exc), readable[0].path) from None
+
+
+def _metres(size: float | None) -> str:
+    return "not in metres" if size is None else f"{size:g} m"
 
 
 def _input_vrt(out: Path, stem: str) -> str:
@@ -409,7 +445,7 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
           extras: TileExtras) -> list[_Planned]:
     spec = ModelSpec(settings["model"], settings["weights"], settings["weights_fingerprint"],
                      options.seed, settings["in_channels"], options.device, options.tta,
-                     options.zoom)
+                     settings.get("zoom", 1.0))
     size, overlap = settings["tile"], settings["overlap"]
     settings_hash = digest(settings)
     fingerprints = _Fingerprints((t.path, t.fingerprint) for t in tiles if t.fingerprint)

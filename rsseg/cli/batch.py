@@ -132,7 +132,7 @@ def batch(inputs, out_dir, model_name, weights, bands, band_files, dsm, align, p
     if stac and not dry_run:  # an Item per finished tile and mosaic.stac.json, a Collection over them
         from rsseg.io.stac import write_batch_stac
 
-        write_batch_stac(out_dir, summary.model, weights, tta, zoom)
+        write_batch_stac(out_dir, summary.model, weights, tta, summary.zoom)
     # A dry run's plan is what the command was asked for: stdout, so it can be piped or
     # saved; a real run's summary is a report on stderr like every other command's.
     for line in summary.lines():

@@ -46,8 +46,7 @@ _ZOOM_HELP = ("Show the network each window magnified by this factor (its scores
 
 
 def _parse_zoom(ctx, param, value):
-    """A factor in 0.25-4, or ``auto`` (predict: from the scene's and the checkpoint's
-    pixel sizes)."""
+    """A factor in 0.25-4, or ``auto`` (from the scene's and the checkpoint's pixel sizes)."""
     if str(value).strip().lower() == AUTO:
         return AUTO
     try:
@@ -57,9 +56,7 @@ def _parse_zoom(ctx, param, value):
                                  f"{ZOOM_RANGE[1]:g}, or {AUTO}") from None
 
 
-zoom_option = click.option("--zoom", type=click.FloatRange(*ZOOM_RANGE), default=1.0,
-                           show_default=True, help=_ZOOM_HELP)
-zoom_or_auto_option = click.option(
+zoom_option = click.option(
     "--zoom", default="1", show_default=True, metavar="FACTOR|auto", callback=_parse_zoom,
     help=_ZOOM_HELP + " auto: that ratio from the scene's georeferencing and the pixel size "
                       "the checkpoint records of its training imagery (1 when unknown).")

@@ -6,7 +6,7 @@ import click
 
 from rsseg.cli.options import (common_options, parse_band_files, parse_bands, rate,
                                report_done, seed_option, stac_option, tta_option,
-                               window_options, zoom_or_auto_option)
+                               window_options, zoom_option)
 
 
 
@@ -68,7 +68,7 @@ class BatchSize(click.ParamType):
               help="Also polygonize the class raster into this GeoPackage (as `rsseg vectorize`, "
                    "with mean_confidence when --probs is given).")
 @tta_option
-@zoom_or_auto_option
+@zoom_option
 @stac_option
 @seed_option
 @common_options

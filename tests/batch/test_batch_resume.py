@@ -225,6 +225,54 @@ def test_dry_run_prints_the_plan_and_writes_nothing(mosaic_run, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def dry_run_plan(*args) -> list[str]:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert rsseg("batch", *args, "--dry-run") == 0
+    return stdout.getvalue().splitlines()
+
+
+def test_zoom_auto_is_resolved_before_the_settings_are_compared(mosaic_run):
+    """--zoom auto: weights without a training pixel size run at zoom 1, so the finished
+    job's tiles count as done; the plan says what auto chose."""
+    plan = dry_run_plan(mosaic_run["root"] / "city" / "*.tif", "-o", mosaic_run["out"],
+                        "--vector", "--zoom", "auto", *MODEL)
+    assert plan[2].startswith("rsseg: plan: 1 tile(s) to predict (1 failed before), 4 already "
+                              "done"), plan
+    assert "rsseg: plan: --zoom auto: the weights' training pixel size is not known in " \
+           "metres; the windows are shown as they are (zoom 1)" in plan
+
+
+def test_zoom_auto_from_the_tiles_pixel_size(tmp_path):
+    """Tiles at 0.1125 m, bundled weights trained at 0.09 m: auto plans zoom 1.25, exactly
+    as --zoom 1.25 does; tiles of two pixel sizes are one clear error."""
+    from rsseg.synth.scene import write_synthetic_scene
+
+    city = tmp_path / "city"
+    city.mkdir()
+    for k in range(2):
+        write_synthetic_scene(city / f"t{k}.tif", 96, 96, seed=k, pixel_size=0.1125,
+                              origin=(496000.0 + k * 96 * 0.1125, 5420000.0))
+    model = ["--model", "baff_skipnet", "--weights", "isprs-synthetic", "--tile", "64",
+             "--overlap", "16"]
+    auto = dry_run_plan(city / "*.tif", "-o", tmp_path / "out", "--zoom", "auto", *model)
+    explicit = dry_run_plan(city / "*.tif", "-o", tmp_path / "out", "--zoom", "1.25", *model)
+    assert ", zoom 1.25" in auto[2] and auto[:4] == explicit[:4]
+    assert "rsseg: plan: --zoom auto: 1.25 (scene 0.1125 m / training 0.09 m per pixel)" in auto
+    assert not (tmp_path / "out").exists()
+
+    write_synthetic_scene(city / "coarse.tif", 96, 96, seed=3, pixel_size=0.3,
+                          origin=(497000.0, 5420000.0))
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert rsseg("batch", city / "*.tif", "-o", tmp_path / "out", "--zoom", "auto",
+                     "--dry-run", *model) == 1
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rsseg: error: ") and \
+        "--zoom auto needs one pixel size for the whole batch" in lines[0], lines
+    assert "0.3 m" in lines[0] and "0.1125 m" in lines[0]
+
+
 def test_resume_migrates_an_old_manifest_and_skips_what_it_records(mosaic_run, tmp_path):
     """A folder written by rsseg before the database: --resume migrates manifest.json,
     recomputes nothing, and `rsseg batch-status` reads the migrated state."""
