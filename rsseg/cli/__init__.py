@@ -98,6 +98,11 @@ def main(argv=None) -> None:
         # that matter reach us as exceptions. Keep stderr to rsseg's lines (--debug shows all).
         os.environ.setdefault("CPL_LOG", os.devnull)
         warnings.showwarning = _one_line_warning
+    # NumPy's OpenBLAS starts a thread per core that spins for a while after the import
+    # (0.14 CPU-s per run measured on 2 cores, taken from GDAL and torch); rsseg never calls
+    # NumPy's BLAS (torch brings its own MKL). Dask workers inherit it. Before any import
+    # of NumPy: `import rsseg.cli` imports none.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (embedded use)

@@ -226,3 +226,27 @@ def test_completion_lines_and_quiet(tmp_path, capsys):
                  ["score", str(tmp_path / "c.tif"), str(tmp_path / "c.tif")]):
         assert run([*argv, "--no-progress", "--quiet"]) == 0
         assert capsys.readouterr().err == ""
+
+
+PROBE = """
+import os, sys
+import rsseg.cli
+print("numpy" in sys.modules)
+try:
+    rsseg.cli.main(["--version"])
+except SystemExit:
+    pass
+print(os.environ.get("OPENBLAS_NUM_THREADS"))
+"""
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("3", "3")])
+def test_cli_keeps_numpy_blas_to_one_thread_unless_asked(preset, expected):
+    """The CLI sets OPENBLAS_NUM_THREADS before NumPy is imported (its spinning threads
+    cost CPU and rsseg calls no NumPy BLAS); a user's own setting wins."""
+    env = {k: v for k, v in rsseg_env().items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    out = subprocess.run([RSSEG[0], "-c", PROBE], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["False", "rsseg,", "version", out[3], expected], out
