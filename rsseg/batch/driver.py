@@ -70,7 +70,7 @@ class BatchOptions:
     blend: str = "cosine"
     tta: str = "none"
     zoom: float | str = 1.0  # a factor, or "auto": the tiles' pixel size over the training one
-    batch_size: int = 1
+    batch_size: int | str = "auto"  # "auto": 1 on CPU workers, by free memory on GPU ones
     device: str = "cpu"
     vector: bool = False
     simplify: float | None = None
@@ -399,7 +399,7 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
                 "weights_fingerprint": weights_fp, "seed": options.seed,
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
-                "batch_size": options.batch_size, "device": options.device,
+                "batch_size": _batch_size(options), "device": options.device,
                 "vector": vector_options(options) if options.vector else None,
                 **extras.settings(), **({"probs": True} if options.probs else {}),
                 **({"tta": options.tta} if options.tta != "none" else {}),
@@ -407,6 +407,13 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
     return settings, zoom_notes + [line for line in resolved.notes if line.startswith("note: ")]
+
+
+def _batch_size(options: BatchOptions) -> int | str:
+    """``auto`` is 1 on CPU workers (as ``predict``'s): settled here, so a CPU job keeps
+    the settings it had when 1 was the default; GPU workers each size it to their GPU."""
+    auto = options.batch_size == "auto"
+    return 1 if auto and options.device == "cpu" else options.batch_size
 
 
 def _auto_zoom(readable: list[Tile], training_gsd_m: float | None) -> tuple[float, str]:
@@ -470,7 +477,7 @@ def _plan(tiles, mosaics, out: Path, options: BatchOptions, settings,
                       output=os.path.join(out, outputs["classes"]),
                       vector=os.path.join(out, outputs["vector"]) if options.vector else None,
                       model=spec, bands=options.bands, tile=size, overlap=overlap,
-                      blend=options.blend, batch_size=options.batch_size,
+                      blend=options.blend, batch_size=settings["batch_size"],
                       vector_options=vector_options(options),
                       band_files=extras.for_tile(tile), align=options.align,
                       probs=os.path.join(out, outputs["confidence"]) if options.probs else None)

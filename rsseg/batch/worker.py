@@ -53,7 +53,7 @@ class TileJob:
     tile: int = 512
     overlap: int = 128
     blend: str = "cosine"
-    batch_size: int = 1
+    batch_size: int | str = 1  # "auto": sized to the worker's GPU (1 on a CPU)
     vector_options: dict = field(default_factory=dict)
     band_files: tuple = ()  # rsseg.io.scene.BandFile stacked after the bands, on source's grid
     align: bool = False  # reproject band files on another grid (WarpedVRT), as predict --align

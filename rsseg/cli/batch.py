@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import (common_options, parse_band_files, parse_bands, seed_option,
-                               stac_option, tta_option, window_options, zoom_option)
+from rsseg.cli.options import (BatchSize, common_options, parse_band_files, parse_bands,
+                               seed_option, stac_option, tta_option, window_options,
+                               zoom_option)
 
 
 @click.command("batch", short_help="Predict many tiles on a Dask cluster (resumable, seamless).")
@@ -38,8 +39,9 @@ from rsseg.cli.options import (common_options, parse_band_files, parse_bands, se
                    "confidence/<tile>.tif and the mosaic confidence.vrt; with --vector the "
                    "polygons get mean_confidence.")
 @window_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Windows per forward pass.")
+@click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+              help="Windows per forward pass, or 'auto': 1 on CPU workers, on GPU workers as "
+                   "many as half the GPU's free memory holds (measured by each worker).")
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True,
               help="Where the workers run the network.")
 @click.option("--vector", is_flag=True,

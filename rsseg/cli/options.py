@@ -62,6 +62,23 @@ zoom_option = click.option(
                       "the checkpoint records of its training imagery (1 when unknown).")
 
 
+class BatchSize(click.ParamType):
+    """A positive integer or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not >= 1", param, ctx)
+        return number
+
+
 def window_options(f):
     """--tile, --overlap, --blend."""
     for opt in reversed((

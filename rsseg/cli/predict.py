@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import click
 
-from rsseg.cli.options import (common_options, parse_band_files, parse_bands, rate,
-                               report_done, seed_option, stac_option, tta_option,
+from rsseg.cli.options import (BatchSize, common_options, parse_band_files, parse_bands,
+                               rate, report_done, seed_option, stac_option, tta_option,
                                window_options, zoom_option)
-
-
-
-class BatchSize(click.ParamType):
-    """A positive integer or ``auto``."""
-
-    name = "N|auto"
-
-    def convert(self, value, param, ctx):
-        if str(value).strip().lower() == "auto":
-            return "auto"
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
-        if number < 1:
-            self.fail(f"{number} is not >= 1", param, ctx)
-        return number
 
 
 @click.command("predict", short_help="Predict a class raster (COG) for a scene.")

@@ -243,6 +243,16 @@ def test_zoom_auto_is_resolved_before_the_settings_are_compared(mosaic_run):
            "metres; the windows are shown as they are (zoom 1)" in plan
 
 
+def test_batch_size_auto_is_one_on_cpu_workers(mosaic_run):
+    """--batch-size auto (the default) is 1 on CPU workers: the finished job (run with the
+    default) counts its tiles done under auto and 1, and redoes them under 2."""
+    city, out = mosaic_run["root"] / "city" / "*.tif", mosaic_run["out"]
+    for size, done in (("auto", 4), ("1", 4), ("2", 0)):
+        plan = dry_run_plan(city, "-o", out, "--vector", "--batch-size", size, *MODEL)
+        assert f"(1 failed before), {done} already done" in plan[2], (size, plan[2])
+    assert rsseg("batch", city, "-o", out, "--batch-size", "0", "--dry-run", *MODEL) == 2
+
+
 def test_zoom_auto_from_the_tiles_pixel_size(tmp_path):
     """Tiles at 0.1125 m, bundled weights trained at 0.09 m: auto plans zoom 1.25, exactly
     as --zoom 1.25 does; tiles of two pixel sizes are one clear error."""
