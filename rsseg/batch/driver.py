@@ -70,7 +70,7 @@ class BatchOptions:
     blend: str = "cosine"
     tta: str = "none"
     zoom: float | str = 1.0  # a factor, or "auto": the tiles' pixel size over the training one
-    batch_size: int | str = "auto"  # "auto": 1 on CPU workers, by free memory on GPU ones
+    batch_size: int | str = "auto"  # 1 on CPU workers, by free memory on GPU ones
     device: str = "cpu"
     vector: bool = False
     simplify: float | None = None
@@ -368,6 +368,7 @@ def _check_names(tiles: list[Tile], out: Path) -> None:
 def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     """Resolve the model once here (bad names or weights fail before any cluster starts)."""
     from rsseg.predict.load import load_predictor, weights_file
+    from rsseg.predict.runners import resolve_batch_size
     from rsseg.predict.settings import AUTO, check_plan, resolve_tiling
 
     readable = [t for t in tiles if t.ok]
@@ -386,6 +387,12 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
         zoom_notes.append(line)
     tiling = resolve_tiling(options.tile, options.overlap, resolved.tile_hint)
     tile, overlap = tiling.tile, tiling.overlap
+    # --batch-size auto for CPU workers is settled here, by the predictor they will load
+    # (1: a CPU job keeps the settings it had when 1 was the default); GPU workers each
+    # size it to their own GPU.
+    batch_size = options.batch_size
+    if options.device == "cpu":
+        batch_size = resolve_batch_size(batch_size, resolved, tile, in_channels)
     for t in readable:
         check_plan(t.height, t.width, tiling, t.path)
     weights = options.weights
@@ -399,7 +406,7 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
                 "weights_fingerprint": weights_fp, "seed": options.seed,
                 "in_channels": in_channels, "bands": list(options.bands or []),
                 "tile": tile, "overlap": overlap, "blend": options.blend,
-                "batch_size": _batch_size(options), "device": options.device,
+                "batch_size": batch_size, "device": options.device,
                 "vector": vector_options(options) if options.vector else None,
                 **extras.settings(), **({"probs": True} if options.probs else {}),
                 **({"tta": options.tta} if options.tta != "none" else {}),
@@ -407,13 +414,6 @@ def _settings(tiles: list[Tile], options: BatchOptions, extras: TileExtras):
     # The checkpoint's own note (e.g. trained on synthetic scenes only) is worth repeating
     # in the summary; random-weights remarks are the user's own choice.
     return settings, zoom_notes + [line for line in resolved.notes if line.startswith("note: ")]
-
-
-def _batch_size(options: BatchOptions) -> int | str:
-    """``auto`` is 1 on CPU workers (as ``predict``'s): settled here, so a CPU job keeps
-    the settings it had when 1 was the default; GPU workers each size it to their GPU."""
-    auto = options.batch_size == "auto"
-    return 1 if auto and options.device == "cpu" else options.batch_size
 
 
 def _auto_zoom(readable: list[Tile], training_gsd_m: float | None) -> tuple[float, str]:

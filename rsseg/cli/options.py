@@ -68,8 +68,8 @@ class BatchSize(click.ParamType):
     name = "N|auto"
 
     def convert(self, value, param, ctx):
-        if str(value).strip().lower() == "auto":
-            return "auto"
+        if str(value).strip().lower() == AUTO:
+            return AUTO
         try:
             number = int(value)
         except (TypeError, ValueError):

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BAND_ROWS = 64
-LARGE_LEVEL = 4_000_000  # source pixels above which a level must halve exactly  # output rows per band: 2 x 256 source rows of a wide raster stay small
+BAND_ROWS = 64  # output rows per band (~128 source rows): bands of a wide raster stay small
+LARGE_LEVEL = 4_000_000  # source pixels above which a level must halve exactly
 
 
 def overview_shapes(height: int, width: int, block: int) -> list[tuple[int, int]]:

@@ -125,7 +125,7 @@ def check_settings(settings: PredictSettings) -> None:
         resolve_tiling(settings.tile, settings.overlap or 0)  # tile >= 16, overlap < tile
     if settings.blend not in BLENDS:
         raise InputError(f"unknown blend mode {settings.blend!r}; choose from {', '.join(BLENDS)}")
-    if settings.batch_size != "auto" and settings.batch_size < 1:
+    if settings.batch_size != AUTO and settings.batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {settings.batch_size}")
 
 
